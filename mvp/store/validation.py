@@ -53,6 +53,14 @@ _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
+def _check_encodable(value: str, what: str) -> None:
+    # A lone surrogate (possible in JSON sent to the API) cannot be stored as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(f"{what}包含无效的 Unicode 字符") from None
+
+
 def show(value: Any, limit: int = 40) -> str:
     """A short, safe rendering of a received value for an error message."""
     text = repr(value)
@@ -85,6 +93,7 @@ def check_text(
         raise ValidationError(f"{what}不能为空")
     if len(value) > max_chars:
         raise ValidationError(f"{what}过长：最多 {max_chars} 个字符，收到 {len(value)} 个")
+    _check_encodable(value, what)
     pattern = _CONTROL if single_line else _CONTROL_EXCEPT_WHITESPACE
     bad = pattern.search(value)
     if bad:
@@ -138,6 +147,7 @@ def check_user_name(value: Any) -> str:
         raise ValidationError("用户名不能包含控制字符")
     if name != name.strip():
         raise ValidationError(f"用户名首尾不能有空格：{show(name)}")
+    _check_encodable(name, "用户名")
     return name
 
 
@@ -151,6 +161,7 @@ def check_password(value: Any) -> str:
         raise ValidationError(f"密码过长：最多 {MAX_PASSWORD_CHARS} 个字符")
     if _CONTROL.search(value):
         raise ValidationError("密码不能包含控制字符")
+    _check_encodable(value, "密码")
     return value
 
 

@@ -1,0 +1,35 @@
+# Two commands on a fresh clone: `make run` (the app on the built-in demo model) and `make test`.
+# Both create .venv from the pinned requirements when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: venv demo-model run test bench clean-venv
+
+$(STAMP): requirements.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt -c constraints.txt
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+venv: $(STAMP)
+
+demo-model: $(STAMP)
+	$(BIN)/python -m mvp.demo_model
+
+run: demo-model
+	$(BIN)/python app.py $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: demo-model
+	$(BIN)/python -m bench.run_all
+
+clean-venv:
+	rm -rf $(VENV)

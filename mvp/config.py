@@ -1,0 +1,107 @@
+"""Application settings: one dataclass, loadable from a YAML file, overridden by command-line flags.
+
+    python app.py --model demo --port 7860
+    python app.py --config configs/clinic.yaml --port 8000     # YAML gives values, flags override
+
+Every field carries its help text; an unknown key in the YAML file is an error that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mvp.loader import DEVICES, QUANTIZATIONS
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the file or flag and the key."""
+
+
+@dataclass
+class AppConfig:
+    model: str = field(default="demo", metadata={"help": "demo（内置离线演示模型）、本地模型文件夹或 Hugging Face 模型 id"})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA 适配器文件夹（peft），可选"})
+    quantization: str = field(default="auto", metadata={"help": "auto（GPU 上 4-bit，CPU 上不量化）|4bit|8bit|none", "choices": QUANTIZATIONS})
+    device: str = field(default="auto", metadata={"help": "auto|cpu|cuda", "choices": DEVICES})
+    prompt_format: str = field(default="chat", metadata={"help": "chat（分词器的 chat template）或 plain（BianQue/SoulChat 的 病人：/医生： 纯文本格式）", "choices": ("chat", "plain")})
+    user_label: str = field(default="病人", metadata={"help": "plain 格式中来访者的标签，例如 来访者"})
+    assistant_label: str = field(default="医生", metadata={"help": "plain 格式中咨询师的标签，例如 咨询师"})
+    max_context_tokens: int | None = field(default=None, metadata={"help": "上下文预算（token），默认为模型的最大上下文"})
+    host: str = field(default="127.0.0.1", metadata={"help": "监听地址；非本机地址时必须先创建账号"})
+    port: int = field(default=7860, metadata={"help": "端口"})
+    db: str = field(default="feedback.db", metadata={"help": "SQLite 数据库文件（账号、对话、评分）"})
+    stages: str | None = field(default=None, metadata={"help": "治疗阶段 YAML 文件，默认 config/stages.yaml"})
+    share: bool = field(default=False, metadata={"help": "创建 Gradio 公网分享链接（默认关闭，仅在明确需要时使用）"})
+    backend: str = field(default="inprocess", metadata={"help": "inprocess（本进程内加载模型）或 openai（OpenAI 兼容服务，如 vLLM）", "choices": ("inprocess", "openai")})
+    base_url: str | None = field(default=None, metadata={"help": "openai 后端的地址，例如 http://127.0.0.1:8000/v1"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai 后端的 API key 所在的环境变量名"})
+    scrub_at_storage: bool = field(default=False, metadata={"help": "存入数据库前即去除个人信息（电话、身份证号等）"})
+
+    def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"quantization: {self.quantization!r} 无效，可选 {', '.join(QUANTIZATIONS)}")
+        if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ConfigError(f"port: {self.port!r} 不是有效端口")
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    for f in dataclasses.fields(AppConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        kind = int if "int" in str(f.type) else str
+        parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="心理咨询大模型 MVP：临床评测应用（默认使用内置离线演示模型）",
+    )
+    parser.add_argument("--config", help="YAML 配置文件；命令行参数会覆盖其中的值")
+    _add_flags(parser)
+    return parser
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping of AppConfig keys; unknown keys are an error naming them."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: 找不到配置文件") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML 格式错误：{exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: 顶层必须是键值映射")
+    known = {f.name for f in dataclasses.fields(AppConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: 未知的配置项 {unknown}（可用：{', '.join(sorted(known))}）")
+    return data
+
+
+def load_config(argv: list[str] | None = None) -> AppConfig:
+    """Defaults < YAML file (--config) < command-line flags."""
+    args = make_parser().parse_args(argv)
+    values = read_yaml(args.config) if args.config else {}
+    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
+    try:
+        return AppConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

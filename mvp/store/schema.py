@@ -1,0 +1,274 @@
+"""The schema of feedback.db as numbered migrations, and the connection settings.
+
+Migrations are applied in order, each recorded in the ``migrations`` table (version, name, applied_at)
+and mirrored in ``PRAGMA user_version``; opening an older database applies the missing ones in one
+``BEGIN IMMEDIATE`` transaction, so two processes opening the same file cannot both migrate it and a
+failing migration leaves the file as it was. Never edit a released migration: append a new one.
+A migration that rebuilds a table must follow SQLite's 12-step ALTER procedure (foreign keys off).
+
+Design notes:
+- ``messages.parent_id`` has no ON DELETE action on purpose: a self-referencing cascade recurses once
+  per turn and hits SQLite's trigger-depth limit on long conversations. Messages are only ever
+  deleted together with their conversation, in one statement, which leaves no dangling parent.
+- At most one active alternative per turn is enforced by a partial unique index.
+- ``ratings.is_latest`` marks the revision that counts, so exports need no per-row subquery.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from .errors import StoreError
+
+BUSY_TIMEOUT_S = 10.0
+SYNCHRONOUS = "FULL"  # every committed rating survives a power cut, not only a crash
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_SCORE = "INTEGER CHECK ({col} IS NULL OR (typeof({col}) = 'integer' AND {col} BETWEEN 1 AND 5))"
+
+
+def _score(col: str) -> str:
+    return f"{col} " + _SCORE.format(col=col)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "users, model_versions, conversations, messages, ratings, thumbs, comparisons",
+        (
+            """CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL CHECK (role IN ('clinician', 'admin', 'demo')),
+                password_hash TEXT NOT NULL,
+                disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE model_versions (
+                id INTEGER PRIMARY KEY,
+                label TEXT NOT NULL,
+                base_model TEXT NOT NULL,
+                adapter TEXT,
+                quantization TEXT NOT NULL,
+                backend TEXT NOT NULL CHECK (backend IN ('inprocess', 'openai')),
+                served_name TEXT,
+                base_url TEXT,
+                parent_id INTEGER REFERENCES model_versions(id),
+                data_manifest TEXT,
+                metrics TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE UNIQUE INDEX model_versions_identity ON model_versions (
+                base_model, COALESCE(adapter, ''), quantization, backend,
+                COALESCE(served_name, ''), COALESCE(base_url, ''))""",
+            """CREATE TABLE conversations (
+                id INTEGER PRIMARY KEY,
+                user_name TEXT NOT NULL REFERENCES users(name),
+                stage_id TEXT NOT NULL,
+                model_version_id INTEGER REFERENCES model_versions(id),
+                is_demo INTEGER NOT NULL DEFAULT 0 CHECK (is_demo IN (0, 1)),
+                case_id TEXT,
+                title TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX conversations_user ON conversations (user_name, updated_at)",
+            "CREATE INDEX conversations_updated ON conversations (updated_at)",
+            """CREATE TABLE messages (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system-notice')),
+                content TEXT NOT NULL,
+                stage_id TEXT NOT NULL,
+                model_version_id INTEGER REFERENCES model_versions(id),
+                parent_id INTEGER REFERENCES messages(id),
+                is_active INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+                status TEXT NOT NULL DEFAULT 'complete'
+                    CHECK (status IN ('complete', 'interrupted', 'blocked')),
+                gen_params TEXT,
+                metrics TEXT,
+                safety TEXT,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX messages_conversation ON messages (conversation_id, id)",
+            "CREATE INDEX messages_parent ON messages (parent_id)",
+            """CREATE UNIQUE INDEX messages_one_active_reply ON messages (parent_id)
+                WHERE role = 'assistant' AND is_active = 1""",
+            f"""CREATE TABLE ratings (
+                id INTEGER PRIMARY KEY,
+                message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                rater TEXT NOT NULL REFERENCES users(name),
+                revision INTEGER NOT NULL CHECK (revision >= 1),
+                is_latest INTEGER NOT NULL DEFAULT 1 CHECK (is_latest IN (0, 1)),
+                {_score('overall')},
+                {_score('empathy')},
+                {_score('professionalism')},
+                {_score('safety')},
+                {_score('guidance')},
+                tags TEXT NOT NULL DEFAULT '[]',
+                comment TEXT,
+                rewrite TEXT,
+                created_at TEXT NOT NULL,
+                UNIQUE (message_id, rater, revision)
+            )""",
+            "CREATE UNIQUE INDEX ratings_latest ON ratings (message_id, rater) WHERE is_latest = 1",
+            "CREATE INDEX ratings_rater ON ratings (rater)",
+            "CREATE INDEX ratings_created ON ratings (created_at)",
+            """CREATE TABLE thumbs (
+                message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                rater TEXT NOT NULL REFERENCES users(name),
+                value INTEGER NOT NULL CHECK (value IN (-1, 0, 1)),
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (message_id, rater)
+            )""",
+            """CREATE TABLE comparisons (
+                id INTEGER PRIMARY KEY,
+                message_a INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                message_b INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                shown_left INTEGER NOT NULL,
+                choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both_bad')),
+                rater TEXT NOT NULL REFERENCES users(name),
+                created_at TEXT NOT NULL,
+                CHECK (message_a <> message_b),
+                CHECK (shown_left IN (message_a, message_b))
+            )""",
+            "CREATE INDEX comparisons_a ON comparisons (message_a)",
+            "CREATE INDEX comparisons_b ON comparisons (message_b)",
+        ),
+    ),
+    Migration(
+        2,
+        "flags: safety review queue",
+        (
+            """CREATE TABLE flags (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+                category TEXT NOT NULL,
+                evidence TEXT NOT NULL DEFAULT '[]',
+                source TEXT NOT NULL CHECK (
+                    source IN ('rules', 'model', 'output_screen', 'assessment', 'manual')),
+                created_at TEXT NOT NULL,
+                reviewed_by TEXT REFERENCES users(name),
+                reviewed_at TEXT,
+                note TEXT
+            )""",
+            "CREATE INDEX flags_open ON flags (reviewed_at, id)",
+            "CREATE INDEX flags_conversation ON flags (conversation_id)",
+            "CREATE INDEX flags_message ON flags (message_id)",
+        ),
+    ),
+    Migration(
+        3,
+        "assessments: PHQ-9 / GAD-7 screenings and their items",
+        (
+            """CREATE TABLE assessments (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                instrument TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'in_progress'
+                    CHECK (status IN ('in_progress', 'finished', 'abandoned')),
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                total INTEGER,
+                band TEXT
+            )""",
+            "CREATE INDEX assessments_conversation ON assessments (conversation_id)",
+            """CREATE TABLE assessment_items (
+                assessment_id INTEGER NOT NULL REFERENCES assessments(id) ON DELETE CASCADE,
+                item_no INTEGER NOT NULL CHECK (item_no >= 1),
+                question TEXT NOT NULL,
+                answer TEXT NOT NULL,
+                score INTEGER CHECK (score IS NULL OR score BETWEEN 0 AND 3),
+                method TEXT NOT NULL,
+                needs_review INTEGER NOT NULL DEFAULT 0 CHECK (needs_review IN (0, 1)),
+                message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+                clinician_score INTEGER CHECK (clinician_score IS NULL OR clinician_score BETWEEN 0 AND 3),
+                corrected_by TEXT REFERENCES users(name),
+                corrected_at TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (assessment_id, item_no)
+            )""",
+            "CREATE INDEX assessment_items_message ON assessment_items (message_id)",
+        ),
+    ),
+    Migration(
+        4,
+        "deletion_log: who deleted which conversation, when (no content)",
+        (
+            """CREATE TABLE deletion_log (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL,
+                deleted_by TEXT NOT NULL,
+                deleted_at TEXT NOT NULL,
+                messages_deleted INTEGER NOT NULL
+            )""",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def utc_now() -> str:
+    """The timestamp format used in every table: ISO 8601 UTC with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A new connection with the store's settings; transactions are explicit (autocommit mode)."""
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS}")
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
+    """Apply pending migrations up to ``target`` (default: all); return the resulting version."""
+    target = LATEST_VERSION if target is None else target
+    if schema_version(conn) == target:
+        return target
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"""
+        )
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM migrations").fetchone()[0]
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"数据库结构版本为 {current}，比本程序支持的版本 {LATEST_VERSION} 新：请升级程序后再打开"
+            )
+        for migration in MIGRATIONS:
+            if current < migration.version <= target:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, utc_now()),
+                )
+                current = migration.version
+        conn.execute(f"PRAGMA user_version = {int(current)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return current
