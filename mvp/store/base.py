@@ -205,3 +205,18 @@ class StoreBase:
 
     def _touch_conversation(self, conn: sqlite3.Connection, conversation_id: int, now: str) -> None:
         conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+
+    @staticmethod
+    def _deactivate_replies(conn: sqlite3.Connection, parent_id: int) -> None:
+        conn.execute(
+            "UPDATE messages SET is_active = 0"
+            " WHERE parent_id = ? AND role = 'assistant' AND is_active = 1",
+            (parent_id,),
+        )
+
+    def _activate(self, conn: sqlite3.Connection, message: dict[str, Any]) -> None:
+        if message["role"] != "assistant":
+            raise ValidationError(f"只有模型回复可以设为当前回复，消息 {message['id']} 是 {message['role']} 消息")
+        self._deactivate_replies(conn, message["parent_id"])
+        conn.execute("UPDATE messages SET is_active = 1 WHERE id = ?", (message["id"],))
+        self._touch_conversation(conn, message["conversation_id"], schema.utc_now())

@@ -288,26 +288,11 @@ class ConversationsMixin(StoreBase):
             self._touch_conversation(conn, conversation_id, now)
             return int(cursor.lastrowid)
 
-    @staticmethod
-    def _deactivate_replies(conn: sqlite3.Connection, parent_id: int) -> None:
-        conn.execute(
-            "UPDATE messages SET is_active = 0"
-            " WHERE parent_id = ? AND role = 'assistant' AND is_active = 1",
-            (parent_id,),
-        )
-
     def _require_model_version(self, conn: sqlite3.Connection, model_version_id: int | None) -> None:
         if model_version_id is not None and not conn.execute(
             "SELECT 1 FROM model_versions WHERE id = ?", (model_version_id,)
         ).fetchone():
             raise NotFoundError(f"模型版本不存在：{model_version_id}")
-
-    def _activate(self, conn: sqlite3.Connection, message: dict[str, Any]) -> None:
-        if message["role"] != "assistant":
-            raise ValidationError(f"只有模型回复可以设为当前回复，消息 {message['id']} 是 {message['role']} 消息")
-        self._deactivate_replies(conn, message["parent_id"])
-        conn.execute("UPDATE messages SET is_active = 1 WHERE id = ?", (message["id"],))
-        self._touch_conversation(conn, message["conversation_id"], utc_now())
 
     def set_active(self, message_id: int) -> None:
         """Make this reply the one that continues the conversation (its siblings become inactive)."""

@@ -1,0 +1,136 @@
+"""Start the clinician app.
+
+    python app.py                                   # the built-in offline demo model, http://127.0.0.1:7860
+    python app.py --model Qwen/Qwen2.5-7B-Instruct  # any Hugging Face causal LM; 4-bit on a CUDA GPU
+    python app.py --model ./my-model --adapter runs/demo/dpo --quantization none
+    python app.py --config app.yaml --port 8000     # settings from YAML, flags override
+    python app.py --help
+
+Loads the model once, registers it as a model version in feedback.db, and serves the Gradio app with
+login required on every page and API endpoint. On a fresh database on this machine (loopback) it
+creates a first admin account and prints its password once; on any other host it refuses to start
+until accounts exist (`python -m mvp.users add NAME --role admin`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+
+# Offline by default: no hub downloads, no telemetry, no version check (override HF_HUB_OFFLINE=0
+# to let `--model` fetch a hub id on a machine with internet).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+QUEUE_MAX_SIZE = 64
+DEFAULT_CONCURRENCY = 8
+FIRST_ADMIN = "admin"
+
+
+def fail(message: str) -> int:
+    print(f"错误：{message}", file=sys.stderr)
+    return 2
+
+
+def ensure_accounts(store, config) -> str | None:
+    """Refuse a public host without accounts; on loopback create a first admin (password printed)."""
+    if store.count_users(enabled_only=True) > 0:
+        return None
+    if not config.is_loopback:
+        raise SystemExit(fail(
+            f"监听地址 {config.host} 不是本机地址，但数据库 {config.db} 里还没有账号。"
+            f"请先创建管理员：python -m mvp.users --db {config.db} add admin --role admin"
+        ))
+    password = os.environ.get("MVP_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
+    store.add_user(FIRST_ADMIN, password, "admin")
+    return password
+
+
+def build_engine(config):
+    """The engine for the configured backend (in-process model or an OpenAI-compatible server)."""
+    from mvp.dialogue import PlainFormat
+    from mvp.engine import Engine
+    from mvp.loader import ModelSpec, load_model
+
+    fmt = "chat"
+    if config.prompt_format == "plain":
+        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
+    spec = ModelSpec(model=config.model, adapter=config.adapter, quantization=config.quantization, device=config.device)
+    return Engine(load_model(spec), prompt_format=fmt, max_context_tokens=config.max_context_tokens)
+
+
+def version_loader(config):
+    """Loads another registered model version (for the blind arena) the same way as the primary."""
+    from mvp.engine import Engine
+    from mvp.loader import ModelSpec, load_model
+
+    def load(version: dict):
+        spec = ModelSpec(model=version["base_model"], adapter=version.get("adapter"),
+                         quantization=version.get("quantization") or "auto", device=config.device)
+        return Engine(load_model(spec), max_context_tokens=config.max_context_tokens)
+
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mvp.config import ConfigError, load_config
+    from mvp.loader import ModelLoadError
+    from mvp.stages import StageFileError, load_stages
+    from mvp.store import Store, StoreError
+
+    try:
+        config = load_config(argv)
+        stages = load_stages(config.stages)
+        scrub = None
+        if config.scrub_at_storage:
+            from mvp.privacy import scrub as scrub_text
+
+            scrub = lambda text: scrub_text(text).text  # noqa: E731
+        store = Store(config.db, scrub=scrub)
+        first_password = ensure_accounts(store, config)
+        print(f"正在加载模型 {config.model} …", flush=True)
+        engine = build_engine(config)
+    except (ConfigError, StageFileError, StoreError, ModelLoadError) as exc:
+        return fail(str(exc))
+
+    from mvp.service import EnginePool, Service, ServiceError
+    from mvp.ui import CSS, build_ui
+
+    info = engine.info
+    version_id = store.register_model_version(
+        base_model=info["base_model"], adapter=info["adapter"], quantization=info["quantization"],
+        backend=info["backend"], label="demo" if info["is_demo"] else None,
+    )
+    try:
+        service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)))
+    except ServiceError as exc:
+        return fail(str(exc))
+    demo = build_ui(service, info)
+    demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    url = f"http://{config.host}:{config.port}"
+    print(f"应用已启动：{url}（模型版本 {version_id}：{info['base_model']}）", flush=True)
+    if first_password:
+        print(
+            f"首次运行：已创建管理员账号 {FIRST_ADMIN}，密码 {first_password}（只显示这一次）。\n"
+            f"创建更多账号：python -m mvp.users --db {config.db} add 姓名 --role clinician|admin|demo",
+            flush=True,
+        )
+    demo.launch(
+        server_name=config.host,
+        server_port=config.port,
+        auth=store.authenticate,
+        auth_message="心理咨询大模型 MVP · 请登录（账号由管理员用 python -m mvp.users 创建）",
+        share=config.share,
+        css=CSS,
+        show_error=False,
+        footer_links=[],
+        quiet=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

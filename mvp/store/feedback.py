@@ -1,0 +1,221 @@
+"""Clinicians' judgements of replies: detailed ratings with revisions, thumbs, blind comparisons.
+
+Tables ``ratings`` (every revision kept; ``is_latest`` marks the one that counts per message and rater),
+``thumbs`` (one row per message and rater, the latest value wins) and ``comparisons``. Only assistant
+replies can be judged (blocked or interrupted ones included: they are useful negative examples), and
+only by enabled clinician or admin accounts: demo accounts cannot rate.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from .base import StoreBase
+from .errors import ValidationError
+from .schema import utc_now
+from .validation import (
+    CHOICES,
+    MAX_COMMENT_CHARS,
+    MAX_MESSAGE_CHARS,
+    SCORE_FIELDS,
+    THUMB_VALUES,
+    check_choice,
+    check_id,
+    check_optional_text,
+    check_score,
+    check_tags,
+    show,
+)
+
+RATER_ROLES = ("clinician", "admin")
+_SCORE_COLUMNS = tuple(SCORE_FIELDS)
+
+
+def decode_rating(row: dict[str, Any]) -> dict[str, Any]:
+    row["tags"] = json.loads(row["tags"])
+    if "is_latest" in row:
+        row["is_latest"] = bool(row["is_latest"])
+    return row
+
+
+class FeedbackMixin(StoreBase):
+    def _reply_row(self, conn: sqlite3.Connection, message_id: int) -> dict[str, Any]:
+        message = self._message_row(conn, message_id)
+        if message["role"] != "assistant":
+            raise ValidationError(f"只能评价模型回复，消息 {message_id} 是 {message['role']} 消息")
+        return message
+
+    # -- ratings -----------------------------------------------------------------------------
+    def add_rating(
+        self,
+        message_id: int,
+        rater: str,
+        *,
+        overall: int | None = None,
+        empathy: int | None = None,
+        professionalism: int | None = None,
+        safety: int | None = None,
+        guidance: int | None = None,
+        tags: Iterable[str] = (),
+        comment: str | None = None,
+        rewrite: str | None = None,
+        allowed_tags: Iterable[str] | None = None,
+    ) -> dict[str, int]:
+        """Add a rating, or a new revision of this rater's rating of this reply (the latest counts;
+        earlier revisions are kept). Scores are ints 1-5 or None; at least one of the scores, tags,
+        comment or rewrite is required. Returns ``{"id": ..., "revision": ...}``."""
+        message_id = check_id(message_id, "消息 ID")
+        given = {"overall": overall, "empathy": empathy, "professionalism": professionalism,
+                 "safety": safety, "guidance": guidance}
+        scores = {field: check_score(given[field], label) for field, label in SCORE_FIELDS.items()}
+        tag_list = check_tags(tags, allowed_tags)
+        comment = check_optional_text(comment, "评语", MAX_COMMENT_CHARS)
+        rewrite = check_optional_text(rewrite, "改写回复", MAX_MESSAGE_CHARS)
+        if all(v is None for v in scores.values()) and not tag_list and comment is None and rewrite is None:
+            raise ValidationError("评分为空：请至少填写一项评分、标签、评语或改写回复")
+        comment, rewrite = self._scrubbed(comment), self._scrubbed(rewrite)
+        with self._write() as conn:
+            self._active_user(conn, rater, "评分", roles=RATER_ROLES)
+            self._reply_row(conn, message_id)
+            revision = conn.execute(
+                "SELECT COALESCE(MAX(revision), 0) + 1 FROM ratings WHERE message_id = ? AND rater = ?",
+                (message_id, rater),
+            ).fetchone()[0]
+            conn.execute(
+                "UPDATE ratings SET is_latest = 0 WHERE message_id = ? AND rater = ? AND is_latest = 1",
+                (message_id, rater),
+            )
+            cursor = conn.execute(
+                f"INSERT INTO ratings (message_id, rater, revision, is_latest, {', '.join(_SCORE_COLUMNS)},"
+                " tags, comment, rewrite, created_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, rater, revision, *scores.values(),
+                 json.dumps(tag_list, ensure_ascii=False), comment, rewrite, utc_now()),
+            )
+            return {"id": int(cursor.lastrowid), "revision": int(revision)}
+
+    def get_rating(self, message_id: int, rater: str) -> dict[str, Any] | None:
+        """This rater's current (latest) rating of the reply, or None."""
+        rows = self.latest_ratings(message_id=message_id, rater=rater)
+        return rows[0] if rows else None
+
+    def latest_ratings(
+        self,
+        message_id: int | None = None,
+        rater: str | None = None,
+        conversation_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rating that counts per (message, rater), filtered by any of the arguments."""
+        where, params = ["r.is_latest = 1"], []
+        if message_id is not None:
+            where.append("r.message_id = ?")
+            params.append(check_id(message_id, "消息 ID"))
+        if rater is not None:
+            where.append("r.rater = ?")
+            params.append(rater)
+        if conversation_id is not None:
+            where.append("m.conversation_id = ?")
+            params.append(check_id(conversation_id, "对话 ID"))
+        sql = (
+            "SELECT r.*, m.conversation_id FROM ratings r JOIN messages m ON m.id = r.message_id"
+            f" WHERE {' AND '.join(where)} ORDER BY r.message_id, r.rater"
+        )
+        with self._read() as conn:
+            return [decode_rating(r) for r in self._rows(conn, sql, params)]
+
+    def rating_history(self, message_id: int, rater: str) -> list[dict[str, Any]]:
+        """Every revision of one rater's rating of one reply, oldest first."""
+        message_id = check_id(message_id, "消息 ID")
+        with self._read() as conn:
+            rows = self._rows(
+                conn,
+                "SELECT * FROM ratings WHERE message_id = ? AND rater = ? ORDER BY revision",
+                (message_id, rater),
+            )
+        return [decode_rating(r) for r in rows]
+
+    # -- thumbs ------------------------------------------------------------------------------
+    def set_thumb(self, message_id: int, rater: str, value: int) -> None:
+        """1 = up, -1 = down, 0 = cleared; the latest value per (message, rater) wins."""
+        message_id = check_id(message_id, "消息 ID")
+        if isinstance(value, bool) or not isinstance(value, int) or value not in THUMB_VALUES:
+            raise ValidationError(f"点赞值必须是 1（赞）、-1（踩）或 0（取消），收到 {show(value)}")
+        now = utc_now()
+        with self._write() as conn:
+            self._active_user(conn, rater, "点赞或点踩", roles=RATER_ROLES)
+            self._reply_row(conn, message_id)
+            conn.execute(
+                "INSERT INTO thumbs (message_id, rater, value, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (message_id, rater)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (message_id, rater, int(value), now, now),
+            )
+
+    def get_thumb(self, message_id: int, rater: str) -> int:
+        """The rater's current thumb on the reply (0 when none)."""
+        message_id = check_id(message_id, "消息 ID")
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT value FROM thumbs WHERE message_id = ? AND rater = ?", (message_id, rater)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- comparisons -------------------------------------------------------------------------
+    def add_comparison(
+        self,
+        message_a: int,
+        message_b: int,
+        choice: str,
+        rater: str,
+        *,
+        shown_left: int,
+        activate_choice: bool = True,
+    ) -> int:
+        """Record a blind comparison of two replies to the SAME user message.
+
+        ``choice`` is "a" / "b" (meaning ``message_a`` / ``message_b``), "tie" or "both_bad";
+        ``shown_left`` is the id displayed on the left. With ``activate_choice`` the chosen reply
+        continues the conversation (a tie or "both bad" leaves the active reply as it is).
+        """
+        message_a = check_id(message_a, "候选回复 A 的 ID")
+        message_b = check_id(message_b, "候选回复 B 的 ID")
+        choice = check_choice(choice, "比较结果", CHOICES)
+        shown_left = check_id(shown_left, "左侧显示的回复 ID")
+        if message_a == message_b:
+            raise ValidationError(f"比较的两条回复必须不同，收到两次 {message_a}")
+        if shown_left not in (message_a, message_b):
+            raise ValidationError(f"左侧显示的回复 {shown_left} 不是被比较的两条之一（{message_a}、{message_b}）")
+        if not isinstance(activate_choice, bool):
+            raise ValidationError(f"activate_choice 必须是 True 或 False，收到 {show(activate_choice)}")
+        with self._write() as conn:
+            self._active_user(conn, rater, "比较回复", roles=RATER_ROLES)
+            reply_a = self._reply_row(conn, message_a)
+            reply_b = self._reply_row(conn, message_b)
+            if reply_a["parent_id"] != reply_b["parent_id"]:
+                raise ValidationError(
+                    f"只能比较同一条用户消息的两条回复：回复 {message_a} 回应消息 {reply_a['parent_id']}，"
+                    f"回复 {message_b} 回应消息 {reply_b['parent_id']}"
+                )
+            cursor = conn.execute(
+                "INSERT INTO comparisons (message_a, message_b, shown_left, choice, rater, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (message_a, message_b, shown_left, choice, rater, utc_now()),
+            )
+            if activate_choice and choice in ("a", "b"):
+                self._activate(conn, reply_a if choice == "a" else reply_b)
+            return int(cursor.lastrowid)
+
+    def list_comparisons(self, conversation_id: int | None = None) -> list[dict[str, Any]]:
+        where, params = "", []
+        if conversation_id is not None:
+            where = "WHERE m.conversation_id = ?"
+            params.append(check_id(conversation_id, "对话 ID"))
+        with self._read() as conn:
+            return self._rows(
+                conn,
+                "SELECT c.*, m.conversation_id, m.parent_id FROM comparisons c"
+                f" JOIN messages m ON m.id = c.message_a {where} ORDER BY c.id",
+                params,
+            )

@@ -1,0 +1,155 @@
+"""Dashboard figures as plain lists of dicts (ready for gr.BarPlot / gr.LinePlot via a DataFrame).
+
+All figures use the rating that counts (the latest revision per reply and rater) except
+``ratings_per_day``, which counts every submission. Demo conversations are left out unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import StoreBase
+from .errors import ValidationError
+from .validation import SCORE_FIELDS, show
+
+DEFAULT_UTC_OFFSET_HOURS = 8  # clinicians work in China time: a "day" is a Beijing day
+_DEMO = "(? OR c.is_demo = 0)"
+_DIMENSION_LABELS = {"overall": "总体", "empathy": "共情", "professionalism": "专业性",
+                     "safety": "安全性", "guidance": "引导性"}
+
+
+class StatsMixin(StoreBase):
+    def ratings_per_day(
+        self, utc_offset_hours: float = DEFAULT_UTC_OFFSET_HOURS, include_demo: bool = False
+    ) -> list[dict[str, Any]]:
+        """``[{"day": "2026-11-27", "ratings": n}]``: rating submissions (revisions included) per
+        local day."""
+        if isinstance(utc_offset_hours, bool) or not isinstance(utc_offset_hours, (int, float)) \
+                or not -14 <= utc_offset_hours <= 14:
+            raise ValidationError(f"时区偏移必须是 -14 到 14 之间的小时数，收到 {show(utc_offset_hours)}")
+        modifier = f"{int(round(utc_offset_hours * 60)):+d} minutes"
+        with self._read() as conn:
+            return self._rows(
+                conn,
+                "SELECT date(r.created_at, ?) AS day, COUNT(*) AS ratings"
+                " FROM ratings r JOIN messages m ON m.id = r.message_id"
+                f" JOIN conversations c ON c.id = m.conversation_id WHERE {_DEMO}"
+                " GROUP BY day ORDER BY day",
+                (modifier, include_demo),
+            )
+
+    def mean_scores_by_version(self, include_demo: bool = False) -> list[dict[str, Any]]:
+        """Long format: ``[{"model_version_id", "label", "dimension", "dimension_label", "mean", "n"}]``
+        (dimensions with no scores are left out)."""
+        columns = ", ".join(f"AVG(r.{d}) AS mean_{d}, COUNT(r.{d}) AS n_{d}" for d in SCORE_FIELDS)
+        with self._read() as conn:
+            rows = self._rows(
+                conn,
+                f"SELECT m.model_version_id, COALESCE(v.label, '未登记') AS label, {columns}"
+                " FROM ratings r JOIN messages m ON m.id = r.message_id"
+                " JOIN conversations c ON c.id = m.conversation_id"
+                " LEFT JOIN model_versions v ON v.id = m.model_version_id"
+                f" WHERE r.is_latest = 1 AND {_DEMO} GROUP BY m.model_version_id ORDER BY m.model_version_id",
+                (include_demo,),
+            )
+        result = []
+        for row in rows:
+            for dim in SCORE_FIELDS:
+                if row[f"n_{dim}"]:
+                    result.append({
+                        "model_version_id": row["model_version_id"], "label": row["label"],
+                        "dimension": dim, "dimension_label": _DIMENSION_LABELS[dim],
+                        "mean": round(row[f"mean_{dim}"], 3), "n": row[f"n_{dim}"],
+                    })
+        return result
+
+    def win_rates(self, include_demo: bool = False) -> list[dict[str, Any]]:
+        """Blind-arena results between model versions, one row per pair (lower id first):
+        ``wins_a``/``wins_b`` for versions ``version_a``/``version_b``, ``ties``, ``both_bad``, ``n``
+        and ``win_rate_a`` = wins_a / (wins_a + wins_b) (None when no decisive comparison).
+        Comparisons of two replies from the same version are left out."""
+        with self._read() as conn:
+            rows = self._rows(
+                conn,
+                "SELECT a.model_version_id AS va, b.model_version_id AS vb, k.choice, COUNT(*) AS n"
+                " FROM comparisons k JOIN messages a ON a.id = k.message_a"
+                " JOIN messages b ON b.id = k.message_b JOIN conversations c ON c.id = a.conversation_id"
+                f" WHERE a.model_version_id IS NOT NULL AND b.model_version_id IS NOT NULL"
+                f" AND a.model_version_id != b.model_version_id AND {_DEMO}"
+                " GROUP BY va, vb, k.choice",
+                (include_demo,),
+            )
+            labels = dict(conn.execute("SELECT id, label FROM model_versions").fetchall())
+        pairs: dict[tuple[int, int], dict[str, Any]] = {}
+        for row in rows:
+            low, high = sorted((row["va"], row["vb"]))
+            entry = pairs.setdefault((low, high), {
+                "version_a": low, "label_a": labels.get(low), "version_b": high,
+                "label_b": labels.get(high), "pair": f"{labels.get(low)} vs {labels.get(high)}",
+                "wins_a": 0, "wins_b": 0, "ties": 0, "both_bad": 0, "n": 0,
+            })
+            choice, n = row["choice"], row["n"]
+            entry["n"] += n
+            if choice in ("tie", "both_bad"):
+                entry["ties" if choice == "tie" else "both_bad"] += n
+            else:
+                winner = row["va"] if choice == "a" else row["vb"]
+                entry["wins_a" if winner == low else "wins_b"] += n
+        result = []
+        for entry in sorted(pairs.values(), key=lambda e: (e["version_a"], e["version_b"])):
+            decisive = entry["wins_a"] + entry["wins_b"]
+            entry["win_rate_a"] = round(entry["wins_a"] / decisive, 4) if decisive else None
+            result.append(entry)
+        return result
+
+    def tag_frequencies(self, include_demo: bool = False) -> list[dict[str, Any]]:
+        """``[{"tag", "count"}]`` over current ratings, most frequent first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT r.tags FROM ratings r JOIN messages m ON m.id = r.message_id"
+                " JOIN conversations c ON c.id = m.conversation_id"
+                f" WHERE r.is_latest = 1 AND r.tags != '[]' AND {_DEMO}",
+                (include_demo,),
+            ).fetchall()
+        counts: dict[str, int] = {}
+        for (tags,) in rows:
+            for tag in json.loads(tags):
+                counts[tag] = counts.get(tag, 0) + 1
+        return [{"tag": t, "count": n} for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+    def clinician_activity(self) -> list[dict[str, Any]]:
+        """Per account: ``conversations`` owned, ``rated_messages`` (replies it rated),
+        ``thumbs`` given, and ``unrated_replies`` (replies in its own conversations it has not rated)."""
+        with self._read() as conn:
+            rows = self._rows(
+                conn,
+                "SELECT u.name AS user, u.role, u.disabled,"
+                " (SELECT COUNT(*) FROM conversations c WHERE c.user_name = u.name) AS conversations,"
+                " (SELECT COUNT(*) FROM ratings r WHERE r.rater = u.name AND r.is_latest = 1)"
+                "   AS rated_messages,"
+                " (SELECT COUNT(*) FROM thumbs t WHERE t.rater = u.name AND t.value != 0) AS thumbs,"
+                " (SELECT COUNT(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id"
+                "   WHERE c.user_name = u.name AND m.role = 'assistant' AND NOT EXISTS ("
+                "     SELECT 1 FROM ratings r WHERE r.message_id = m.id AND r.rater = u.name))"
+                "   AS unrated_replies"
+                " FROM users u ORDER BY u.name",
+            )
+        for row in rows:
+            row["disabled"] = bool(row["disabled"])
+        return rows
+
+    def summary_counts(self) -> dict[str, int]:
+        """Headline numbers for the dashboard."""
+        queries = {
+            "users": "SELECT COUNT(*) FROM users",
+            "conversations": "SELECT COUNT(*) FROM conversations",
+            "user_messages": "SELECT COUNT(*) FROM messages WHERE role = 'user'",
+            "replies": "SELECT COUNT(*) FROM messages WHERE role = 'assistant'",
+            "ratings": "SELECT COUNT(*) FROM ratings WHERE is_latest = 1",
+            "rated_replies": "SELECT COUNT(DISTINCT message_id) FROM ratings",
+            "comparisons": "SELECT COUNT(*) FROM comparisons",
+            "open_flags": "SELECT COUNT(*) FROM flags WHERE reviewed_at IS NULL",
+        }
+        with self._read(snapshot=True) as conn:
+            return {key: int(conn.execute(sql).fetchone()[0]) for key, sql in queries.items()}

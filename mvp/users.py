@@ -1,0 +1,153 @@
+"""Manage the app's accounts in feedback.db.
+
+    python -m mvp.users add NAME --role clinician|admin|demo   # create an account
+    python -m mvp.users list                                   # name, role, disabled, created
+    python -m mvp.users disable NAME                           # can no longer log in or rate
+    python -m mvp.users enable NAME
+    python -m mvp.users passwd NAME                            # set a new password
+    python -m mvp.users --db path/to/feedback.db list          # another database file
+
+Passwords are read from the environment variable MVP_PASSWORD when it is set (for scripts), otherwise
+prompted for twice without echo. There is deliberately no password flag: it would land in shell
+history. User errors print one line and exit with status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+
+from mvp.store import MIN_PASSWORD_CHARS, ROLES, Store, StoreError
+from mvp.store.validation import check_password, check_user_name
+
+PASSWORD_ENV = "MVP_PASSWORD"
+DB_ENV = "MVP_DB"
+DEFAULT_DB = "feedback.db"
+
+
+class CliError(Exception):
+    """A user error to print as one line."""
+
+
+def read_password() -> str:
+    """The password from $MVP_PASSWORD, or typed twice at a terminal."""
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env is not None:
+        check_password(from_env)
+        return from_env
+    if not sys.stdin.isatty():
+        raise CliError(f"无法提示输入密码（不是终端）：请设置环境变量 {PASSWORD_ENV}")
+    first = getpass.getpass(f"密码（至少 {MIN_PASSWORD_CHARS} 个字符）：")
+    check_password(first)
+    if getpass.getpass("再输入一次：") != first:
+        raise CliError("两次输入的密码不一致，未做任何修改")
+    return first
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, padded by display width (Chinese characters count double)."""
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell + " " * (w - _width(cell)) for cell, w in zip(row, widths)).rstrip()
+             for row in rows]
+    return "\n".join(lines)
+
+
+def _open(db: str, *, create: bool) -> Store:
+    if not create and not os.path.exists(db):
+        raise CliError(f"数据库文件不存在：{db}（先用 `python -m mvp.users add NAME --role admin` 创建第一个账户）")
+    return Store(db)
+
+
+def cmd_add(args: argparse.Namespace) -> str:
+    name = check_user_name(args.name)
+    store = _open(args.db, create=True)
+    if store.get_user(name) is not None:
+        raise CliError(f"用户名已存在：{name}")
+    user = store.add_user(name, read_password(), args.role)
+    return f"已创建账户 {user['name']}（{user['role']}）"
+
+
+def cmd_list(args: argparse.Namespace) -> str:
+    users = _open(args.db, create=False).list_users()
+    if not users:
+        return "（没有账户）"
+    rows = [("name", "role", "disabled", "created")]
+    rows += [(u["name"], u["role"], "yes" if u["disabled"] else "no", u["created_at"][:19].replace("T", " "))
+             for u in users]
+    return format_table(rows)
+
+
+def cmd_disable(args: argparse.Namespace) -> str:
+    _open(args.db, create=False).disable_user(args.name)
+    return f"已停用账户 {args.name}"
+
+
+def cmd_enable(args: argparse.Namespace) -> str:
+    _open(args.db, create=False).enable_user(args.name)
+    return f"已启用账户 {args.name}"
+
+
+def cmd_passwd(args: argparse.Namespace) -> str:
+    store = _open(args.db, create=False)
+    if store.get_user(args.name) is None:
+        raise CliError(f"用户不存在：{args.name}")
+    store.set_password(args.name, read_password())
+    return f"已更新 {args.name} 的密码"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mvp.users",
+        description=f"Manage accounts in feedback.db. Passwords come from ${PASSWORD_ENV} or a prompt.",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get(DB_ENV, DEFAULT_DB),
+        help=f"path of the feedback database (default: ${DB_ENV} or {DEFAULT_DB})",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    add = commands.add_parser("add", help="create an account (password from $MVP_PASSWORD or a prompt)")
+    add.add_argument("name", metavar="NAME", help="account name (1-64 characters, no control characters)")
+    add.add_argument("--role", required=True, choices=ROLES,
+                     help="clinician: chats and rates; admin: also dashboard, versions, exports; "
+                          "demo: chats, marked as demo, cannot rate")
+    add.set_defaults(handler=cmd_add)
+
+    lst = commands.add_parser("list", help="list accounts: name, role, disabled, created")
+    lst.set_defaults(handler=cmd_list)
+
+    for name, handler, text in (
+        ("disable", cmd_disable, "disable an account (it can no longer log in or rate; data is kept)"),
+        ("enable", cmd_enable, "re-enable a disabled account"),
+        ("passwd", cmd_passwd, "set a new password (from $MVP_PASSWORD or a prompt)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("name", metavar="NAME", help="account name")
+        sub.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        print(args.handler(args))
+    except (StoreError, CliError) as exc:
+        print(f"错误：{exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, EOFError):
+        print("\n已取消，未做任何修改", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
