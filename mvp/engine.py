@@ -107,7 +107,10 @@ class _Streamer:
         self.tokenizer = tokenizer
         self.out = out
         self.ids: list[int] = []
-        self.sent = 0  # characters of the decoded text already queued
+        # Incremental detokenisation over a short window (constant cost per token): text of
+        # ids[prefix:read] was already sent; decode ids[prefix:] and send what it adds.
+        self.prefix = 0
+        self.read = 0
         self.prompt_seen = False
         self.first_token_at: float | None = None
 
@@ -118,13 +121,13 @@ class _Streamer:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.ids.extend(value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        decode = self.tokenizer.decode
+        sent = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        text = decode(self.ids[self.prefix :], skip_special_tokens=True)
         # Hold back an incomplete multi-byte character (decoded as U+FFFD) until it completes.
-        if text.endswith("\ufffd"):
-            return
-        if len(text) > self.sent:
-            self.out.put(text[self.sent :])
-            self.sent = len(text)
+        if len(text) > len(sent) and not text.endswith("\ufffd"):
+            self.out.put(text[len(sent) :])
+            self.prefix, self.read = self.read, len(self.ids)
 
     def end(self) -> None:
         pass
