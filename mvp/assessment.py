@@ -23,9 +23,12 @@ Rule mapping (window = the last 14 days):
 Day counts accept Arabic and Chinese numerals (三四天 = 3.5, 十几天 = 12, 十来天 = 10), weeks
 (一周 = 7, 一周多 = 8.4, 两周 / 整整两个星期 / 半个月 = 14) and rates (一周三四天 = 7, 每周两次 = 4).
 A negated word moves one step towards the middle (不是每天 -> at most 2, 也不是没有 -> 1, 不到一半 -> 1)
-and is used only when nothing else is said. Clauses about the past (以前, 上个月) are ignored when the
-answer also speaks about now; 还好 / 挺好 after a frequency word cancel it (大部分时候还好). Answers
-without a frequency (还行吧, 有点吧, off-topic) score None: the screening asks the follow-up question.
+and is used only when nothing else is said. Within a sentence the highest frequency wins (没有，偶尔吧
+-> 1); across sentences the first one that gives a frequency wins, unless a later one is more specific
+(经常……几乎每晚 -> 3). Clauses about the past (以前), concessions (虽然有时候) and coping (我一直在努力)
+are ignored when the answer also speaks about now; 还好 / 挺好 after a frequency word cancel it
+(大部分时候还好). Answers without a frequency (还行吧, 有点吧, off-topic) score None: the screening
+asks the follow-up question. Measured accuracy: bench/bench_assessment.py.
 
 Command line (rules only unless --model is given):
 
@@ -346,8 +349,14 @@ class _Cand:
     aside: bool = False  # in a clause about the past, a concession or coping
 
 
+# Lookbehinds for phrases that also arise across a word boundary: 今天天气 is 今天 + 天气, not 天天.
+PHRASE_GUARDS = {"天天": r"(?<![今昨明前后白当聊])"}
+
+
 def _phrase_regex(phrases: Iterable[str]) -> re.Pattern:
-    return re.compile("|".join(re.escape(p) for p in sorted(set(phrases), key=len, reverse=True)))
+    """Alternation of the phrases, longest first, with PHRASE_GUARDS applied."""
+    return re.compile("|".join(PHRASE_GUARDS.get(p, "") + re.escape(p)
+                               for p in sorted(set(phrases), key=len, reverse=True)))
 
 
 _STRONG_RE = _phrase_regex(STRONG_POSITIVE)
@@ -656,13 +665,14 @@ def score_answer(answer: str, instrument: Instrument, item_no: int, engine: Any 
 
 RISK_RE = re.compile(r"想死|不想活|活着没(?:什么|啥)?意思|死了算了|不如死|自杀|轻生|结束(?:自己的)?生命"
                      r"|伤害自己|伤害我自己|自残|割腕|跳楼|跳下去|一了百了|了结自己")
-_RISK_NEGATED_RE = re.compile(r"(?:没|不|未|别)[^，,。.；;！!？?]{0,3}$")
+RISK_NEGATION_LOOKBACK = 6  # 从来没有想过要|伤害自己
+_RISK_NEGATED_RE = re.compile(r"(?:没|不|未|别)[^，,。.；;！!？?]{0,4}$")
 
 
 def has_risk_words(text: str) -> bool:
     """True when the text mentions self-harm or suicide, unless plainly denied (没想过自杀)."""
     for m in RISK_RE.finditer(text or ""):
-        if not _RISK_NEGATED_RE.search(text[max(0, m.start() - NEGATION_LOOKBACK):m.start()]):
+        if not _RISK_NEGATED_RE.search(text[max(0, m.start() - RISK_NEGATION_LOOKBACK):m.start()]):
             return True
     return False
 
@@ -736,9 +746,10 @@ class Screening:
         risk_words = has_risk_words(text)
         vague = scored.score is None or scored.confidence < LOW_CONFIDENCE
         if vague and self._pending is None:
+            risk = risk_words or (item.risk_item and bool(scored.score))
             self._pending = _Record(item.no, item.question, text, scored.score, scored.method, True,
-                                    scored.confidence, scored.evidence, risk=risk_words)
-            return StepResult(item.no, scored, True, risk_words, False)
+                                    scored.confidence, scored.evidence, risk=risk)
+            return StepResult(item.no, scored, True, risk, False)
         if self._pending is not None:
             first, self._pending = self._pending, None
             text = first.answer + FOLLOW_UP_JOINER + text
@@ -807,6 +818,10 @@ class Screening:
         if len(screening._records) > len(screening.instrument.items) or any(
                 r.item_no != i + 1 for i, r in enumerate(screening._records)):
             raise AssessmentError("malformed saved screening: items out of order")
+        for record in screening._records + ([screening._pending] if screening._pending else []):
+            for value in (record.score, record.clinician_score):
+                if value is not None and (not isinstance(value, int) or not MIN_SCORE <= value <= MAX_SCORE):
+                    raise AssessmentError(f"malformed saved screening: score {value!r} for item {record.item_no}")
         return screening
 
 

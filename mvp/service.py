@@ -33,6 +33,14 @@ COMPARE_CHOICES = ("a", "b", "tie", "both_bad")
 MAX_LOADED_ENGINES = 2
 
 
+_CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+
+
+def clean_model_text(text: str) -> str:
+    """Drop control characters a model may emit (they break storage and display); keep \\n and \\t."""
+    return text.translate(_CONTROL_CHARS)
+
+
 class ServiceError(Exception):
     """A user-facing error: the message is shown as it is (Chinese)."""
 
@@ -260,7 +268,7 @@ class Service:
         self._running[conversation["id"]] = gen
         try:
             for _ in gen:
-                yield Event(preamble + gen.text)
+                yield Event(preamble + clean_model_text(gen.text))
         except GenerationError as exc:
             raise ServiceError(str(exc)) from None
         except GeneratorExit:
@@ -280,8 +288,9 @@ class Service:
         yield Event(message["content"], done=True, message=message, notices=notices)
 
     def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active):
-        screen = safety.screen_reply(result.text, detection)
-        content = preamble + (screen.text if screen.blocked else result.text)
+        text = clean_model_text(result.text)
+        screen = self.rules.screen_reply(text, detection)
+        content = preamble + (screen.text if screen.blocked else text)
         status = "blocked" if screen.blocked else ("interrupted" if result.finish_reason == "cancelled" else "complete")
         safety_info = None
         if preamble or screen.blocked:
@@ -291,7 +300,7 @@ class Service:
                 "preamble": bool(preamble),
                 "blocked": screen.blocked,
                 "reasons": list(screen.reasons),
-                "original": result.text if screen.blocked else None,
+                "original": text if screen.blocked else None,
             }
         message_id = self.store.add_assistant_message(
             conversation["id"],
@@ -402,7 +411,7 @@ class Service:
             evidence = f.get("evidence")
             if isinstance(evidence, (list, tuple)):
                 evidence = "；".join(str(e) for e in evidence)
-            rows.append([f["id"], f["conversation_id"], f.get("user_name"), safety.category_label(f["category"]),
+            rows.append([f["id"], f["conversation_id"], f.get("user_name"), safety.CATEGORY_NAMES.get(f["category"], "回复未通过安全检查" if f["category"] == "unsafe_reply" else f["category"]),
                          str(evidence or "")[:200], f["source"], f["created_at"]])
         return rows
 

@@ -411,14 +411,14 @@ def register_api(service: Service) -> None:
         return service.new_conversation(username(request), stage_id or None, case_id or None)
 
     @api_stream
-    def chat(conversation_id: int, message: str, stage_id: str = "", request: gr.Request = None):
+    def chat(conversation_id: int, message: str, stage_id: str = "", request: gr.Request = None) -> dict:
         """Send a client message; streams {"text", "done", "message_id", "user_message_id", "notices", ...}."""
         name = username(request)
         for event in service.send(name, conversation_id, message, stage_id or None):
             yield event_dict(event)
 
     @api_stream
-    def regenerate(conversation_id: int, request: gr.Request = None):
+    def regenerate(conversation_id: int, request: gr.Request = None) -> dict:
         """A new reply to the newest client message (the earlier one is kept as an alternative)."""
         for event in service.regenerate(username(request), conversation_id):
             yield event_dict(event)

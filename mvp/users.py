@@ -68,10 +68,11 @@ def _open(db: str, *, create: bool) -> Store:
 
 def cmd_add(args: argparse.Namespace) -> str:
     name = check_user_name(args.name)
-    store = _open(args.db, create=True)
-    if store.get_user(name) is not None:
+    # Check for a duplicate before asking for a password, and create no file before it is valid.
+    if os.path.exists(args.db) and _open(args.db, create=False).get_user(name) is not None:
         raise CliError(f"用户名已存在：{name}")
-    user = store.add_user(name, read_password(), args.role)
+    password = read_password()
+    user = _open(args.db, create=True).add_user(name, password, args.role)
     return f"已创建账户 {user['name']}（{user['role']}）"
 
 
@@ -79,7 +80,7 @@ def cmd_list(args: argparse.Namespace) -> str:
     users = _open(args.db, create=False).list_users()
     if not users:
         return "（没有账户）"
-    rows = [("name", "role", "disabled", "created")]
+    rows = [("name", "role", "disabled", "created (UTC)")]
     rows += [(u["name"], u["role"], "yes" if u["disabled"] else "no", u["created_at"][:19].replace("T", " "))
              for u in users]
     return format_table(rows)
@@ -115,14 +116,16 @@ def make_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    add = commands.add_parser("add", help="create an account (password from $MVP_PASSWORD or a prompt)")
+    text = "create an account (password from $MVP_PASSWORD or a prompt, typed twice)"
+    add = commands.add_parser("add", help=text, description=text)
     add.add_argument("name", metavar="NAME", help="account name (1-64 characters, no control characters)")
     add.add_argument("--role", required=True, choices=ROLES,
                      help="clinician: chats and rates; admin: also dashboard, versions, exports; "
                           "demo: chats, marked as demo, cannot rate")
     add.set_defaults(handler=cmd_add)
 
-    lst = commands.add_parser("list", help="list accounts: name, role, disabled, created")
+    text = "list accounts: name, role, disabled, created"
+    lst = commands.add_parser("list", help=text, description=text)
     lst.set_defaults(handler=cmd_list)
 
     for name, handler, text in (
@@ -130,7 +133,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("enable", cmd_enable, "re-enable a disabled account"),
         ("passwd", cmd_passwd, "set a new password (from $MVP_PASSWORD or a prompt)"),
     ):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("name", metavar="NAME", help="account name")
         sub.set_defaults(handler=handler)
     return parser

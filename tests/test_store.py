@@ -110,6 +110,8 @@ def test_opening_an_old_database_migrates_it_and_keeps_data(tmp_path: Path) -> N
     assert store.get_user("li")["role"] == "clinician"
     assert store.add_flag(1, "suicide", ["不想活了"]) == 1
     assert [r[0] for r in query(store, "SELECT version FROM migrations")] == list(range(1, LATEST_VERSION + 1))
+    indexes = {r[0] for r in query(store, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "ratings_latest" in indexes and "ratings_rater" not in indexes  # migration 5 dropped it
     Store(path).close()  # opening again is a no-op
 
 
@@ -544,12 +546,22 @@ def test_delete_conversation_cascades_everything(seeded: dict[str, Any]) -> None
 
 
 def test_owner_can_delete_a_long_conversation(seeded: dict[str, Any]) -> None:
-    # Deleting along a long parent chain must not hit SQLite's trigger-depth limit.
+    # A chain of 1,200 parent links: deletion must not hit SQLite's trigger-depth limit (1,000),
+    # which a self-referencing ON DELETE CASCADE would. Rows are bulk-inserted to keep the test fast.
     store = seeded["store"]
     conv = store.create_conversation("wang", "intake")
-    for i in range(600):
-        u = store.add_user_message(conv, f"第{i}句")
-        store.add_assistant_message(conv, u, "嗯")
+    u = store.add_user_message(conv, "第0句")
+    conn = sqlite3.connect(store.path)
+    with conn:
+        parent = u
+        for i in range(1199):
+            role = "assistant" if i % 2 == 0 else "user"
+            parent = conn.execute(
+                "INSERT INTO messages (conversation_id, role, content, stage_id, parent_id, created_at)"
+                " VALUES (?, ?, 'x', 'intake', ?, 'now')", (conv, role, parent)).lastrowid
+    conn.close()
+    assert len(store.get_history(conv)) == 1200
+    store.add_rating(parent, "li", overall=3)
     assert store.delete_conversation(conv, "wang")["messages_deleted"] == 1200
     assert query(store, "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conv,)) == [(0,)]
 
@@ -815,3 +827,15 @@ def test_json_fields_are_stored_as_readable_json(seeded: dict[str, Any]) -> None
     [(raw,)] = query(store, "SELECT tags FROM ratings WHERE id = ?",
                      (store.add_rating(seeded["reply"], "li", tags=["过长"])["id"],))
     assert json.loads(raw) == ["过长"] and "过长" in raw  # not \\u escapes: readable in Datasette
+
+
+def test_closed_store_reopens_and_export_rows_are_independent(seeded: dict[str, Any]) -> None:
+    store = seeded["store"]
+    store.close()
+    store.add_rating(seeded["reply"], "li", tags=["过长"])  # a closed Store reopens its connection
+    store.add_rating(seeded["reply"], "wang", tags=["过长"])
+    first, second = store.export_ratings()
+    first["tags"].append("改过")  # decoded JSON is shared through a memo: rows must not alias
+    assert second["tags"] == ["过长"]
+    with Store(store.path) as other:
+        assert other.count_users() == 4

@@ -261,8 +261,8 @@ def make_parser(cls, *, prog: str, description: str) -> argparse.ArgumentParser:
             flags.append("--" + f.name)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
-                            help=f"{f.metadata.get('help', '')}（默认 {default!r}）")
+        help_text = f"{f.metadata.get('help', '')}（默认 {default!r}）".replace("%", "%%")  # argparse formats %
+        parser.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE", help=help_text)
     return parser
 
 
@@ -445,12 +445,24 @@ def stage_callbacks(args: StageConfig, stage: str) -> list:
 # Loading through mvp.loader
 
 
-def has_generation_markers(tokenizer) -> bool:
-    """Whether the chat template marks assistant content ({% generation %}), which assistant_only_loss needs."""
-    template = getattr(tokenizer, "chat_template", None) or ""
-    if isinstance(template, dict):
-        template = " ".join(template.values())
-    return "generation" in template and "endgeneration" in template
+def assistant_mask_supported(tokenizer) -> tuple[bool, str]:
+    """Whether SFT can put the loss on assistant tokens only, and how.
+
+    TRL needs {% generation %} markers in the chat template; for templates it knows (Qwen2.5, Qwen3,
+    Llama 3, Gemma, ...) it swaps in a marked copy itself. Any other template: loss on all tokens.
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return False, "no chat template"
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if has_generation_markers(template):
+        return True, "template has {% generation %} markers"
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except ValueError:
+        return False, "chat template has no {% generation %} markers and TRL has no training copy of it"
+    return True, "TRL's training copy of the model's template" if patched else "template is usable as is"
 
 
 def load_for_training(args: StageConfig, *, model_class: str = "causal_lm", task_type: str = "CAUSAL_LM",
@@ -466,6 +478,12 @@ def load_for_training(args: StageConfig, *, model_class: str = "causal_lm", task
     from mvp.loader import ModelSpec, load_model
 
     set_seed(args.seed)  # a new LoRA and a new score head are initialised at random
+    rank = local_rank()
+    if rank is not None and args.device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():  # one GPU per process under accelerate launch / torchrun
+            torch.cuda.set_device(rank)
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter: {args.adapter} 不是 LoRA 适配器文件夹（没有 adapter_config.json）")
     spec = ModelSpec(model=args.model, adapter=args.adapter, quantization=args.quantization, device=args.device)
@@ -692,8 +710,13 @@ def adapter_identity(adapter: str | None) -> str | None:
 
 
 def inputs_hash(cfg, data_files: Iterable[str | os.PathLike | None], extra: dict | None = None) -> str:
-    """sha256 over the config (minus output_dir), the data files' contents, the base model and the adapter."""
-    config = {k: v for k, v in config_to_dict(cfg).items() if k != "output_dir"}
+    """sha256 over the config, the data files' contents, the base model and the adapter.
+
+    Paths are hashed by what they contain (data files, adapter weights), not by name; output_dir is
+    not an input.
+    """
+    by_content = ("output_dir", "data", "eval_data", "adapter", "reward_model")
+    config = {k: v for k, v in config_to_dict(cfg).items() if k not in by_content}
     payload = {
         "config": config,
         "data": {str(Path(p).name): file_sha256(p) for p in data_files if p},
@@ -733,9 +756,21 @@ def versions() -> dict[str, str]:
     return out
 
 
+def is_main_process() -> bool:
+    """True in a single process, and in process 0 under `accelerate launch` / torchrun (RANK is set)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def local_rank() -> int | None:
+    value = os.environ.get("LOCAL_RANK")
+    return int(value) if value is not None else None
+
+
 def prepare_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Empty output_dir of a previous (possibly interrupted) run's files; create it."""
+    """Empty output_dir of a previous (possibly interrupted) run's files; create it (main process only)."""
     out = Path(output_dir)
+    if not is_main_process():
+        return out
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"output_dir: {out} 已存在且不是文件夹")
@@ -752,6 +787,8 @@ def save_stage_output(model, tokenizer, cfg, *, stage: str, loaded, data: dict, 
                       manifest: Path | None, started: float, digest: str, extra: dict | None = None) -> Path:
     """Save the "default" adapter (not TRL's frozen "ref" copy) and tokenizer, train_config.json, manifest."""
     out = Path(cfg.output_dir)
+    if not is_main_process():  # under accelerate launch: process 0 writes everything
+        return out
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), selected_adapters=["default"])
     tokenizer.save_pretrained(str(out))

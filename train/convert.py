@@ -161,7 +161,7 @@ def write_rows_atomic(path: Path, rows: list[dict], as_json_list: bool) -> None:
     os.close(fd)
     try:
         if as_json_list:
-            formats.write_json(Path(tmp), rows)
+            formats.write_json_list(Path(tmp), rows)
         else:
             formats.write_jsonl(Path(tmp), rows)
         os.replace(tmp, path)

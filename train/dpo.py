@@ -66,7 +66,7 @@ def digest(cfg: DPOStageConfig) -> str:
 
 def _trainer(cfg: DPOStageConfig, loaded, peft_config, train_ds, eval_ds):
     """The TRL trainer for the chosen loss."""
-    callbacks = common.stage_callbacks(cfg, STAGE)
+    callbacks = common.stage_callbacks(cfg, cfg.loss)
     kwargs = dict(model=loaded.model, train_dataset=train_ds, eval_dataset=eval_ds,
                   processing_class=loaded.tokenizer, peft_config=peft_config, callbacks=callbacks)
     if cfg.loss == "dpo":
@@ -98,11 +98,11 @@ def run(cfg: DPOStageConfig) -> Path:
     eval_rows, eval_report = common.load_eval_rows(files.eval, kind, bad_rows=cfg.bad_rows, keep=keep)
     if kind == "kto":
         labels = {label: sum(1 for r in train_rows if r["label"] is label) for label in (True, False)}
-        common.log(STAGE, f"KTO 样本：好 {labels[True]}，坏 {labels[False]}；评估 {len(eval_rows)}")
+        common.log(cfg.loss, f"KTO 样本：好 {labels[True]}，坏 {labels[False]}；评估 {len(eval_rows)}")
         if not labels[True] or not labels[False]:
-            common.log(STAGE, "警告：只有一种标签，KTO 只能朝一个方向推动模型")
+            common.log(cfg.loss, "警告：只有一种标签，KTO 只能朝一个方向推动模型")
     else:
-        common.log(STAGE, f"偏好对：训练 {len(train_rows)}，评估 {len(eval_rows)}（loss={cfg.loss}）")
+        common.log(cfg.loss, f"偏好对：训练 {len(train_rows)}，评估 {len(eval_rows)}（loss={cfg.loss}）")
     d = digest(cfg)
     common.prepare_output_dir(cfg.output_dir)
 
@@ -111,14 +111,14 @@ def run(cfg: DPOStageConfig) -> Path:
                        common.to_dataset(eval_rows) if eval_rows else None)
     trainable, total = common.count_parameters(trainer.model)
     reference = "无（ORPO）" if cfg.loss == "orpo" else ("继续训练的适配器的冻结副本" if cfg.adapter else "基座模型")
-    common.log(STAGE, f"可训练参数 {trainable:,} / {total:,}；参考模型：{reference}")
+    common.log(cfg.loss, f"可训练参数 {trainable:,} / {total:,}；参考模型：{reference}")
     result = trainer.train()
     metrics = common.train_metrics(result, trainer, len(eval_rows), cfg.eval_at_end)
     data = {"kind": kind, "train": train_report.to_dict(), "eval": eval_report.to_dict() if eval_report else None}
     out = common.save_stage_output(trainer.model, loaded.tokenizer, cfg, stage=f"{STAGE}:{cfg.loss}",
                                    loaded=loaded, data=data, metrics=metrics, manifest=files.manifest,
                                    started=started, digest=d, extra={"reference": reference})
-    common.log(STAGE, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
+    common.log(cfg.loss, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
     common.free_memory(trainer, loaded)
     return out
 

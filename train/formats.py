@@ -359,6 +359,16 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     return n
 
 
+def write_json_list(path: Path, rows: Sequence[Any]) -> int:
+    """A JSON list with one row per line (C encoder: several times faster than `indent=`)."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("[\n")
+        for i, row in enumerate(rows):
+            fh.write(("," if i else "") + dumps(row) + "\n")
+        fh.write("]\n")
+    return len(rows)
+
+
 def write_json(path: Path, value: Any) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(value, fh, ensure_ascii=False, indent=1)

@@ -12,7 +12,6 @@ Long documents are cut into windows of `max_length` tokens so nothing past the f
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +121,6 @@ def run(cfg: PTStageConfig) -> Path:
             "windows_used": len(rows)}
     out = common.save_stage_output(trainer.model, loaded.tokenizer, cfg, stage=STAGE, loaded=loaded, data=data,
                                    metrics=metrics, manifest=None, started=started, digest=d)
-    (out / "pt_sources.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     common.log(STAGE, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
     common.free_memory(trainer, loaded)
     return out

@@ -6,8 +6,9 @@
 The data is an export folder (trl/sft_train.jsonl and trl/sft_eval.jsonl) or a JSONL file of
 {"messages": [{"role": ..., "content": ...}, ...]} rows. Every row must be [system?] user, assistant, ...
 ending with an assistant turn; other rows are refused (or skipped and counted with --bad-rows skip).
-The loss covers assistant tokens only when the chat template marks them ({% generation %}); otherwise
-all tokens, with a warning, recorded in train_config.json.
+The loss covers assistant tokens only when the chat template marks them ({% generation %}) or TRL has a
+marked training copy of it (Qwen2.5/Qwen3, Llama 3, Gemma, ...); otherwise all tokens, with a warning,
+recorded in train_config.json.
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def run(cfg: SFTStageConfig) -> common.Path:
     loss_on = {}
 
     def sft_kwargs(tokenizer) -> dict:
-        assistant_only = cfg.assistant_only_loss and common.has_generation_markers(tokenizer)
+        supported, how = common.assistant_mask_supported(tokenizer)
+        assistant_only = cfg.assistant_only_loss and supported
         if cfg.assistant_only_loss and not assistant_only:
-            common.log(STAGE, "警告：模型的 chat template 没有 {% generation %} 标记，改为在全部 token 上计算损失")
-        loss_on["assistant_only_loss"] = assistant_only
+            common.log(STAGE, f"警告：无法只在助手回复上计算损失（{how}），改为在全部 token 上计算")
+        loss_on.update(assistant_only_loss=assistant_only, assistant_mask=how)
         return {"assistant_only_loss": assistant_only}
 
     trainer, loaded, metrics = train_lm(cfg, STAGE, train_rows, eval_rows, sft_kwargs=sft_kwargs,

@@ -13,10 +13,30 @@ import sqlite3
 from typing import Any
 
 from .base import StoreBase
-from .conversations import decode_message
 
 _DEMO = "(? OR c.is_demo = 0)"
+_MEMO_LIMIT = 10_000
 _RATER = "(? OR u.disabled = 0)"
+
+
+class _JsonDecoder:
+    """json.loads with a memo: tags and generation parameters repeat across many thousands of rows.
+    Each row gets its own (shallow) copy, so a consumer editing one row does not change another."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, Any] = {}
+
+    def __call__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        try:
+            value = self._memo[text]
+        except KeyError:
+            value = json.loads(text)
+            if len(self._memo) >= _MEMO_LIMIT:  # unique values (e.g. metrics): no point keeping them
+                return value
+            self._memo[text] = value
+        return value.copy() if isinstance(value, (list, dict)) else value
 
 
 def _flag(row: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -26,7 +46,9 @@ def _flag(row: dict[str, Any], *names: str) -> dict[str, Any]:
 
 
 class ExportMixin(StoreBase):
-    def export_snapshot(self, include_demo: bool = False, include_disabled: bool = False) -> dict[str, list[dict[str, Any]]]:
+    def export_snapshot(
+        self, include_demo: bool = False, include_disabled: bool = False
+    ) -> dict[str, list[dict[str, Any]]]:
         """``{"model_versions", "conversations", "messages", "ratings", "thumbs", "comparisons",
         "assessment_items"}``, all from one read transaction."""
         with self._read(snapshot=True) as conn:
@@ -57,7 +79,9 @@ class ExportMixin(StoreBase):
         with self._read() as conn:
             return self._export_ratings(conn, include_demo, include_disabled, all_revisions)
 
-    def export_thumbs(self, include_demo: bool = False, include_disabled: bool = False) -> list[dict[str, Any]]:
+    def export_thumbs(
+        self, include_demo: bool = False, include_disabled: bool = False
+    ) -> list[dict[str, Any]]:
         """Current thumbs (1 or -1; cleared ones are left out)."""
         with self._read() as conn:
             return self._export_thumbs(conn, include_demo, include_disabled)
@@ -98,7 +122,12 @@ class ExportMixin(StoreBase):
             f" WHERE {_DEMO} ORDER BY m.id",
             (include_demo,),
         )
-        return [decode_message(r) for r in rows]
+        decode = _JsonDecoder()
+        for row in rows:
+            for field in ("gen_params", "metrics", "safety"):
+                row[field] = decode(row[field])
+            row["is_active"] = bool(row["is_active"])
+        return rows
 
     def _export_ratings(
         self, conn: sqlite3.Connection, include_demo: bool, include_disabled: bool, all_revisions: bool
@@ -112,8 +141,9 @@ class ExportMixin(StoreBase):
             f" WHERE (? OR r.is_latest = 1) AND {_DEMO} AND {_RATER} ORDER BY r.id",
             (all_revisions, include_demo, include_disabled),
         )
+        decode = _JsonDecoder()
         for row in rows:
-            row["tags"] = json.loads(row["tags"])
+            row["tags"] = decode(row["tags"])
             _flag(row, "is_latest", "is_demo", "rater_disabled")
         return rows
 

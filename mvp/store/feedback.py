@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .base import StoreBase
-from .errors import ValidationError
+from .errors import NotFoundError, ValidationError
 from .schema import utc_now
 from .validation import (
     CHOICES,
@@ -43,7 +43,13 @@ def decode_rating(row: dict[str, Any]) -> dict[str, Any]:
 
 class FeedbackMixin(StoreBase):
     def _reply_row(self, conn: sqlite3.Connection, message_id: int) -> dict[str, Any]:
-        message = self._message_row(conn, message_id)
+        message = self._row(
+            conn,
+            "SELECT id, conversation_id, role, parent_id FROM messages WHERE id = ?",
+            (message_id,),
+        )
+        if message is None:
+            raise NotFoundError(f"消息不存在：{message_id}")
         if message["role"] != "assistant":
             raise ValidationError(f"只能评价模型回复，消息 {message_id} 是 {message['role']} 消息")
         return message
@@ -80,14 +86,13 @@ class FeedbackMixin(StoreBase):
         with self._write() as conn:
             self._active_user(conn, rater, "评分", roles=RATER_ROLES)
             self._reply_row(conn, message_id)
-            revision = conn.execute(
-                "SELECT COALESCE(MAX(revision), 0) + 1 FROM ratings WHERE message_id = ? AND rater = ?",
+            # The previous latest revision is also the highest: retire it and number the new one.
+            previous = conn.execute(
+                "UPDATE ratings SET is_latest = 0 WHERE message_id = ? AND rater = ? AND is_latest = 1"
+                " RETURNING revision",
                 (message_id, rater),
-            ).fetchone()[0]
-            conn.execute(
-                "UPDATE ratings SET is_latest = 0 WHERE message_id = ? AND rater = ? AND is_latest = 1",
-                (message_id, rater),
-            )
+            ).fetchall()
+            revision = previous[0][0] + 1 if previous else 1
             cursor = conn.execute(
                 f"INSERT INTO ratings (message_id, rater, revision, is_latest, {', '.join(_SCORE_COLUMNS)},"
                 " tags, comment, rewrite, created_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

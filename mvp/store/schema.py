@@ -121,8 +121,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 UNIQUE (message_id, rater, revision)
             )""",
             "CREATE UNIQUE INDEX ratings_latest ON ratings (message_id, rater) WHERE is_latest = 1",
-            "CREATE INDEX ratings_rater ON ratings (rater)",
-            "CREATE INDEX ratings_created ON ratings (created_at)",
+            "CREATE INDEX ratings_rater ON ratings (rater)",  # dropped again by migration 5
+            "CREATE INDEX ratings_created ON ratings (created_at)",  # dropped again by migration 5
             """CREATE TABLE thumbs (
                 message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
                 rater TEXT NOT NULL REFERENCES users(name),
@@ -214,6 +214,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 deleted_at TEXT NOT NULL,
                 messages_deleted INTEGER NOT NULL
             )""",
+        ),
+    ),
+    Migration(
+        5,
+        "drop ratings_rater and ratings_created: unused by any query, and each cost a page per write",
+        (
+            "DROP INDEX IF EXISTS ratings_rater",
+            "DROP INDEX IF EXISTS ratings_created",
         ),
     ),
 )

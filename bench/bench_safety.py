@@ -1,0 +1,167 @@
+"""Benchmark of the crisis rule layer: recall / precision on the labelled set, and time per message.
+
+How to run (about 10 s on one core):
+    python bench/bench_safety.py                 # prints a table, writes bench/results/safety.json
+    python bench/bench_safety.py --rules my.yaml --out /tmp/safety.json
+
+The labelled set is tests/data/crisis_labelled.jsonl: Chinese client messages written for this purpose,
+each {"text", "categories", "split"}. Labelling guide:
+  - suicide: the speaker's wish to die (active or passive), plan, preparation or attempt, including a
+    past attempt not stated as over; an overdose or poison already taken counts as an attempt
+    (suicide + medical); taking others along (同归于尽, 带孩子一起走) is suicide + harm_others;
+  - self_harm: the speaker injures or urges to injure themself (cut, burn, hit, bite ...), any intent;
+  - harm_others: the speaker's intent, urge, plan or intrusive thought of seriously harming someone;
+  - abuse: the speaker suffers (or suffered, not stated as over) violence, sexual abuse, threats to
+    life or confinement;
+  - medical: an acute medical emergency now (overdose / poison taken, heavy bleeding, unconscious,
+    seizure, chest pain), to the speaker or someone with them;
+  - none: idiom and hyperbole, negation, media / books / teaching / clinicians' questions, past risk
+    stated as over, other people's deaths, everyday sadness, medication as prescribed, accidents.
+Splits: "dev" was written before the rules and used to write them; "heldout" and "heldout2" were each
+written before the rules were changed with them in view, measured untouched, then used to generalise
+the rules. So the per-split numbers printed now are all "seen" data; the untouched first measurements
+are recorded in the issue report, not here.
+
+Timing: detection per message (absolute µs) against a baseline measured in the same run, the cost of a
+bare chat turn: copying the message string and `json.dumps` of a typical chat payload (system prompt,
+one earlier exchange, the new user message). Goal: under 1 ms per message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mvp.safety import CATEGORIES, RuleSet  # noqa: E402
+
+LABELLED = ROOT / "tests" / "data" / "crisis_labelled.jsonl"
+CORPORA = (ROOT / "data" / "cpsycound_dev.jsonl", ROOT / "data" / "mdd5k_dev.jsonl")
+DEFAULT_OUT = ROOT / "bench" / "results" / "safety.json"
+ROUNDS = 5                    # timing rounds; the median is reported
+CORPUS_TIMING_LIMIT = 3000    # about this many client turns of the bundled dialogues are timed
+GOAL_US = 1000.0
+SYSTEM_PROMPT = "你是一位温和、专业的心理咨询师，请耐心倾听来访者，给予共情和支持。"
+
+
+def load_labelled(path: Path = LABELLED) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def scores(rows: list[dict], predictions: list[tuple[str, ...]]) -> dict:
+    """Per-category and overall precision / recall (micro over categories, and any-crisis per message)."""
+    counts = {c: {"tp": 0, "fp": 0, "fn": 0} for c in CATEGORIES}
+    binary = {"tp": 0, "fp": 0, "fn": 0}
+    for row, pred in zip(rows, predictions):
+        gold, got = set(row["categories"]), set(pred)
+        for c in CATEGORIES:
+            key = "tp" if c in gold and c in got else "fp" if c in got else "fn" if c in gold else None
+            if key:
+                counts[c][key] += 1
+        key = "tp" if gold and got else "fp" if got else "fn" if gold else None
+        if key:
+            binary[key] += 1
+
+    def pr(d: dict) -> dict:
+        p = d["tp"] / (d["tp"] + d["fp"]) if d["tp"] + d["fp"] else 1.0
+        r = d["tp"] / (d["tp"] + d["fn"]) if d["tp"] + d["fn"] else 1.0
+        return {**d, "precision": round(p, 4), "recall": round(r, 4), "support": d["tp"] + d["fn"]}
+
+    micro = {k: sum(counts[c][k] for c in CATEGORIES) for k in ("tp", "fp", "fn")}
+    return {"per_category": {c: pr(counts[c]) for c in CATEGORIES}, "overall_micro": pr(micro),
+            "any_crisis": pr(binary)}
+
+
+def time_per_message(fn, texts: list[str]) -> float:
+    """Median over ROUNDS of the mean µs per message."""
+    fn(texts[0])
+    runs = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for t in texts:
+            fn(t)
+        runs.append((time.perf_counter() - start) / len(texts) * 1e6)
+    return statistics.median(runs)
+
+
+def bare_chat_turn(text: str) -> str:
+    copy = (" " + text)[1:]
+    payload = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "最近压力很大。"},
+               {"role": "assistant", "content": "听起来你最近很辛苦，愿意多说说吗？"}, {"role": "user", "content": copy}]
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def corpus_turns() -> list[str]:
+    turns: list[str] = []
+    for path in CORPORA:
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                turns += [m["content"] for m in json.loads(line)["messages"] if m["role"] == "user"]
+    return turns
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Recall / precision and speed of the crisis rule layer.")
+    parser.add_argument("--rules", type=Path, default=None, help="rules file (default: config/safety_rules.yaml)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default: {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+
+    rules = RuleSet.load(args.rules)
+    rows = load_labelled()
+    texts = [r["text"] for r in rows]
+    predictions = [rules.detect(t).categories for t in texts]
+    result = {"labelled_set": str(LABELLED.relative_to(ROOT)), "messages": len(rows),
+              "negatives": sum(1 for r in rows if not r["categories"]), **scores(rows, predictions)}
+    result["by_split"] = {}
+    for split in sorted({r.get("split", "") for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.get("split", "") == split]
+        s = scores([rows[i] for i in idx], [predictions[i] for i in idx])
+        result["by_split"][split] = {"messages": len(idx), "any_crisis": s["any_crisis"]}
+
+    detect_us = time_per_message(rules.detect, texts)
+    base_us = time_per_message(bare_chat_turn, texts)
+    all_turns = corpus_turns()
+    long_turns = all_turns[::max(1, len(all_turns) // CORPUS_TIMING_LIMIT)]   # an even sample of both corpora
+    timing = {"labelled_avg_chars": round(sum(map(len, texts)) / len(texts), 1),
+              "detect_us_per_message": round(detect_us, 1), "baseline_us_per_message": round(base_us, 1),
+              "ratio_to_baseline": round(detect_us / base_us, 1), "goal_us": GOAL_US,
+              "under_goal": detect_us < GOAL_US, "rounds": ROUNDS}
+    if long_turns:
+        long_us = time_per_message(rules.detect, long_turns)
+        flagged = sum(1 for t in all_turns if rules.detect(t).is_crisis)
+        timing.update({"corpus_turns_timed": len(long_turns),
+                       "corpus_avg_chars": round(sum(map(len, long_turns)) / len(long_turns), 1),
+                       "corpus_detect_us_per_message": round(long_us, 1),
+                       "corpus_baseline_us_per_message": round(time_per_message(bare_chat_turn, long_turns), 1)})
+        result["bundled_dialogues"] = {"client_turns": len(all_turns), "flagged": flagged,
+                                       "note": "unlabelled depression / counselling dialogues; many flags are "
+                                               "true disclosures of ideation"}
+    result["timing"] = timing
+    result["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
+                             "processor": platform.processor() or "unknown"}
+
+    print(f"{'category':14s}{'precision':>10s}{'recall':>8s}{'support':>9s}{'tp':>5s}{'fp':>5s}{'fn':>5s}")
+    for name, d in [*result["per_category"].items(), ("overall(micro)", result["overall_micro"]),
+                    ("any crisis", result["any_crisis"])]:
+        print(f"{name:14s}{d['precision']:>10.3f}{d['recall']:>8.3f}{d['support']:>9d}{d['tp']:>5d}{d['fp']:>5d}{d['fn']:>5d}")
+    print(f"\n{len(rows)} messages, {result['negatives']} without a category")
+    print(f"detect: {detect_us:.1f} µs/message (avg {timing['labelled_avg_chars']} chars); "
+          f"bare chat turn baseline: {base_us:.1f} µs; ratio {detect_us / base_us:.1f}x; goal < {GOAL_US:.0f} µs")
+    if long_turns:
+        print(f"bundled dialogue client turns (avg {timing['corpus_avg_chars']} chars): "
+              f"{timing['corpus_detect_us_per_message']} µs/message; flagged {result['bundled_dialogues']['flagged']}"
+              f" of {result['bundled_dialogues']['client_turns']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
