@@ -51,6 +51,11 @@ def ensure_accounts(store, config) -> str | None:
 
 def build_engine(config):
     """The engine for the configured backend (in-process model or an OpenAI-compatible server)."""
+    if config.backend == "openai":
+        from mvp.openai_backend import make_openai_engine
+
+        return make_openai_engine(config)
+
     from mvp.dialogue import PlainFormat
     from mvp.engine import Engine
     from mvp.loader import ModelSpec, load_model
@@ -59,7 +64,13 @@ def build_engine(config):
     if config.prompt_format == "plain":
         fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
     spec = ModelSpec(model=config.model, adapter=config.adapter, quantization=config.quantization, device=config.device)
-    return Engine(load_model(spec), prompt_format=fmt, max_context_tokens=config.max_context_tokens)
+    return Engine(load_model(spec), prompt_format=fmt, max_context_tokens=config.max_context_tokens,
+                  generation_defaults=generation_defaults(config))
+
+
+def generation_defaults(config) -> dict:
+    """Generation settings from the app config that override the model's generation_config."""
+    return {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens else {}
 
 
 def version_loader(config):
@@ -70,7 +81,8 @@ def version_loader(config):
     def load(version: dict):
         spec = ModelSpec(model=version["base_model"], adapter=version.get("adapter"),
                          quantization=version.get("quantization") or "auto", device=config.device)
-        return Engine(load_model(spec), max_context_tokens=config.max_context_tokens)
+        return Engine(load_model(spec), max_context_tokens=config.max_context_tokens,
+                      generation_defaults=generation_defaults(config))
 
     return load
 
@@ -102,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     info = engine.info
     version_id = store.register_model_version(
         base_model=info["base_model"], adapter=info["adapter"], quantization=info["quantization"],
-        backend=info["backend"], label="demo" if info["is_demo"] else None,
+        backend=info["backend"], served_name=info.get("served_name"), base_url=info.get("base_url"),
+        label="demo" if info["is_demo"] else None,
     )
     try:
         service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)))

@@ -17,6 +17,7 @@ synchronous=FULL, the Store's default), so the ratios hold even where absolute d
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -257,7 +258,8 @@ def bench_export(folder: Path, base_count: int) -> dict[str, Any]:
                            ("clinician_activity", store.clinician_activity),
                            ("mean_scores_by_version", store.mean_scores_by_version)):
             best = float("inf")
-            for _ in range(2):
+            for _ in range(3):  # best of three: the machine may be shared
+                gc.collect()
                 t = time.perf_counter()
                 call()
                 best = min(best, time.perf_counter() - t)

@@ -33,6 +33,7 @@ class AppConfig:
     prompt_format: str = field(default="chat", metadata={"help": "chat（分词器的 chat template）或 plain（BianQue/SoulChat 的 病人：/医生： 纯文本格式）", "choices": ("chat", "plain")})
     user_label: str = field(default="病人", metadata={"help": "plain 格式中来访者的标签，例如 来访者"})
     assistant_label: str = field(default="医生", metadata={"help": "plain 格式中咨询师的标签，例如 咨询师"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "每条回复最多生成的 token 数，默认取模型的 generation_config（否则 256）"})
     max_context_tokens: int | None = field(default=None, metadata={"help": "上下文预算（token），默认为模型的最大上下文"})
     host: str = field(default="127.0.0.1", metadata={"help": "监听地址；非本机地址时必须先创建账号"})
     port: int = field(default=7860, metadata={"help": "端口"})
@@ -49,6 +50,8 @@ class AppConfig:
             raise ConfigError(f"quantization: {self.quantization!r} 无效，可选 {', '.join(QUANTIZATIONS)}")
         if not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise ConfigError(f"port: {self.port!r} 不是有效端口")
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 4096:
+            raise ConfigError(f"max_new_tokens: {self.max_new_tokens!r} 应在 1 到 4096 之间")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
 

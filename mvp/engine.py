@@ -211,8 +211,15 @@ class Engine:
 
     backend = "inprocess"
 
-    def __init__(self, loaded: LoadedModel, prompt_format=None, max_context_tokens: int | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        prompt_format=None,
+        max_context_tokens: int | None = None,
+        generation_defaults: dict | None = None,
+    ):
         self.loaded = loaded
+        self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = loaded.tokenizer
         if prompt_format is None or prompt_format == "chat":
             prompt_format = ChatTemplateFormat(self.tokenizer)
@@ -235,7 +242,7 @@ class Engine:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def default_params(self) -> GenerationParams:
-        """Defaults from the model's generation_config where it sets them."""
+        """Defaults from the model's generation_config where it sets them, then the app's overrides."""
         config = getattr(self.loaded.model, "generation_config", None)
         values = {}
         for name in ("temperature", "top_p", "repetition_penalty"):
@@ -245,6 +252,7 @@ class Engine:
         value = getattr(config, "max_new_tokens", None)
         if isinstance(value, int) and 0 < value <= MAX_NEW_TOKENS_LIMIT:
             values["max_new_tokens"] = value
+        values.update(self.generation_defaults)
         try:
             return GenerationParams(**values)
         except ValueError:

@@ -278,16 +278,24 @@ class Service:
             for _ in gen:
                 pass
             if gen.result is not None:
-                self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active)
+                self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection,
+                                  make_active, system_prompt=messages[0]["content"])
             raise
         finally:
             self._running.pop(conversation["id"], None)
         message, notices = self._store_reply(
-            conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active
+            conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active,
+            system_prompt=messages[0]["content"],
         )
         yield Event(message["content"], done=True, message=message, notices=notices)
 
-    def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active):
+    def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active,
+                     system_prompt: str):
+        """Screen and store a finished (or interrupted) reply; returns (message, notices).
+
+        The exact system prompt the model saw goes into gen_params (the export rebuilds each
+        sample's prompt from it) and the length of a crisis preamble into the safety record, so
+        training data can separate what the model wrote from what the app put in front of it."""
         text = clean_model_text(result.text)
         screen = self.rules.screen_reply(text, detection)
         content = preamble + (screen.text if screen.blocked else text)
@@ -298,6 +306,7 @@ class Service:
                 "categories": list(detection.categories) if detection else [],
                 "evidence": list(detection.evidence) if detection else [],
                 "preamble": bool(preamble),
+                "preamble_chars": len(preamble),
                 "blocked": screen.blocked,
                 "reasons": list(screen.reasons),
                 "original": text if screen.blocked else None,
@@ -308,7 +317,7 @@ class Service:
             content,
             stage_id=stage_id,
             model_version_id=version_id,
-            gen_params=result.params,
+            gen_params={**result.params, "system_prompt": system_prompt},
             metrics=result.metrics(),
             status=status,
             safety=safety_info,

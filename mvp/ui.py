@@ -20,7 +20,7 @@ from mvp.engine import GenerationParams
 from mvp.service import DIMENSIONS, USER_ERRORS, Service
 
 DISCLAIMER = (
-    "⚠️ 研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"
+    "**注意**：研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"
     "如遇危机，请拨打 120 / 110 或心理援助热线 12356。"
 )
 CSS = """
@@ -197,6 +197,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 gr.Markdown(HELP)
 
         # -- handlers ------------------------------------------------------------------------------
+        def conversation_info(conversation):
+            info = f"对话 #{conversation['id']} · 开始于阶段：{stages.get(conversation['stage_id']).name}"
+            return info + (" · 演示对话（不计入训练数据）" if conversation["is_demo"] else "")
+
         def refresh_view(name, cid):
             history = service.history(name, cid)
             messages, ids = to_chatbot(history)
@@ -211,7 +215,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             versions = [(f"版本 {v['id']}", v["id"]) for v in service.model_versions() if v["id"] != service.engines.primary_id]
             role_label = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}[user["role"]]
             return (
-                f"👤 {html.escape(user['name'])} · {role_label}",
+                f"当前用户：{html.escape(user['name'])} · {role_label}",
                 gr.update(visible=admin),
                 gr.update(visible=admin),
                 gr.update(choices=[("同一模型（两次采样）", 0)] + versions),
@@ -227,9 +231,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         @user_errors
         def on_new(stage_id, case_id, request: gr.Request):
             conversation = service.new_conversation(username(request), stage_id, case_id or None)
-            info = f"对话 #{conversation['id']} · 阶段：{stages.get(conversation['stage_id']).name}"
-            if conversation["is_demo"]:
-                info += " · 演示对话"
+            info = conversation_info(conversation)
             first = get_case(case_id).client_lines[0] if case_id else ""
             return conversation["id"], [], [], gr.update(choices=[], value=None), info, first, (1 if case_id else 0), gr.update(visible=False), ""
 
@@ -248,22 +250,25 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             name = username(request)
             if not isinstance(text, str) or not text.strip():
                 gr.Warning("消息为空，已忽略")
-                yield gr.update(), gr.update(), cid, gr.update(), gr.update(), gr.update(), gr.update()
+                yield gr.update(), gr.update(), cid, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
                 return
+            info = gr.update()
             if cid is None:
-                cid = service.new_conversation(name, stage_id)["id"]
+                conversation = service.new_conversation(name, stage_id)
+                cid = conversation["id"]
+                info = conversation_info(conversation)
             history = service.history(name, cid)
             shown, ids = to_chatbot(history)
             shown = shown + [{"role": "user", "content": show(text.strip())}, {"role": "assistant", "content": "…"}]
-            yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False)
+            yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False), info
             notes = []
             for event in service.send(name, cid, text, stage_id):
                 shown[-1] = {"role": "assistant", "content": show(event.text) or "…"}
                 if event.done:
                     notes = event.notices
-                yield shown, "", cid, gr.update(), gr.update(), "", gr.update()
+                yield shown, "", cid, gr.update(), gr.update(), "", gr.update(), gr.update()
             messages, ids, choices = refresh_view(name, cid)
-            yield messages, "", cid, ids, choices, "　".join(f"ℹ️ {n}" for n in notes), gr.update()
+            yield messages, "", cid, ids, choices, "　".join(f"提示：{n}" for n in notes), gr.update(), gr.update()
 
         @user_errors_stream
         def on_regen(cid, request: gr.Request):
@@ -281,7 +286,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 notes = event.notices if event.done else notes
                 yield shown, gr.update(), gr.update(), gr.update()
             messages, ids, choices = refresh_view(name, cid)
-            yield messages, ids, choices, "ℹ️ 已重新生成：之前的回复作为备选保留。" + "".join(f"　ℹ️ {n}" for n in notes)
+            yield messages, ids, choices, "提示：已重新生成，之前的回复作为备选保留。" + "".join(f"　提示：{n}" for n in notes)
 
         @user_errors
         def on_stop(cid, request: gr.Request):
@@ -303,7 +308,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 name = username(request)
                 service.choose(name, state["message_a"], state["message_b"], choice)
                 messages, ids, choices = refresh_view(name, cid)
-                return {}, gr.update(visible=False), messages, ids, choices, f"✅ 已记录：{CHOICE_LABELS[choice]}"
+                return {}, gr.update(visible=False), messages, ids, choices, f"已记录：{CHOICE_LABELS[choice]}"
 
             return on_choose
 
@@ -330,17 +335,17 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             ]
 
         @user_errors
-        def on_submit(message_id, *values, request: gr.Request):
+        def on_submit(message_id, overall, empathy, professionalism, safety_score, guidance,
+                      tag_values, comment_text, rewrite_text, request: gr.Request):
             if not message_id:
                 raise gr.Error("请先选择要评分的回复")
-            fields = dict(zip(DIMENSIONS, values[: len(DIMENSIONS)]))
-            fields = {k: int(v) for k, v in fields.items() if v is not None}
-            tag_values, comment_text, rewrite_text = values[len(DIMENSIONS):]
+            values = (overall, empathy, professionalism, safety_score, guidance)
+            fields = {k: int(v) for k, v in zip(DIMENSIONS, values) if v is not None}
             result = service.rate(
                 username(request), message_id, **fields, tags=tag_values or [],
                 comment=comment_text or None, rewrite=rewrite_text or None,
             )
-            return f"✅ 已保存（第 {result['revision']} 版）"
+            return f"已保存（第 {result['revision']} 版）"
 
         @user_errors
         def on_dashboard(request: gr.Request):
@@ -349,11 +354,25 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             text = "　".join(f"**{label}**：{c.get(key, 0)}" for key, label in (
                 ("conversations", "对话"), ("messages", "消息"), ("rated_replies", "已评分回复"),
                 ("ratings", "评分"), ("comparisons", "比较"), ("open_flags", "待复核标记")))
-            return text, data["per_day"], data["tags"], data["dims"], data["wins"], data["activity"]
+            import pandas as pd
+
+            def frame(rows, columns):
+                return pd.DataFrame(rows, columns=columns)
+
+            activity = frame(data["activity"], ["user", "role", "conversations", "rated_messages", "thumbs", "unrated_replies"])
+            activity.columns = ["账号", "角色", "对话", "已评分回复", "点赞/踩", "未评分回复"]
+            return (
+                text,
+                frame(data["per_day"], ["day", "ratings"]),
+                frame(data["tags"], ["tag", "count"]),
+                frame(data["dims"], ["dimension", "mean", "version"]),
+                frame(data["wins"], ["pair", "win_rate"]),
+                activity,
+            )
 
         @user_errors
         def on_flags(request: gr.Request):
-            return service.flags_table(username(request))
+            return flags_frame(service.flags_table(username(request)))
 
         @user_errors
         def on_review(fid, note, request: gr.Request):
@@ -361,7 +380,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 raise gr.Error("请输入标记 ID")
             service.review_flag(username(request), int(fid), note or None)
             gr.Info("已标记为已复核")
-            return service.flags_table(username(request))
+            return flags_frame(service.flags_table(username(request)))
 
         # -- wiring --------------------------------------------------------------------------------
         private = {"api_visibility": "undocumented"}
@@ -369,7 +388,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         stage.change(on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)
         new_btn.click(on_new, [stage, case], [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice], **private)
         fill.click(on_fill, [case, case_pos], [msg, case_pos], **private)
-        send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box]
+        send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         send_event = send.click(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
         submit_event = msg.submit(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
         regen_event = regen.click(on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=1, **private)
@@ -482,6 +501,12 @@ def register_api(service: Service) -> None:
     def delete_conversation(conversation_id: int, request: gr.Request = None) -> dict:
         """Delete a conversation with its messages, ratings and comparisons (owner or admin)."""
         return service.delete_conversation(username(request), conversation_id)
+
+
+def flags_frame(rows: list[list]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["标记 ID", "对话", "临床人员", "类别", "证据", "来源", "时间"])
 
 
 def public_message(m: dict) -> dict:

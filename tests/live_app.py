@@ -32,7 +32,7 @@ class LiveApp:
         self.log = open(log, "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--model", str(model_dir), "--db", str(db),
-             "--port", str(self.port), *extra],
+             "--port", str(self.port), "--max-new-tokens", "48", *extra],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.wait_ready()
@@ -50,7 +50,8 @@ class LiveApp:
         raise RuntimeError(f"app did not start in {START_TIMEOUT_S} s:\n{self.output()}")
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log_path).read_text(encoding="utf-8", errors="replace")
 
     def stop(self, kill: bool = False) -> None:

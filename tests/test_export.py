@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from mvp.stages import load_stages
 from mvp.store import Store, passwords
 from train import export as export_mod
 from train import formats
-from train.export import ExportError, ExportOptions, export
+from train.export import ExportOptions, export
 
 STAGES = load_stages()
 INTAKE = STAGES.get("intake").instruction

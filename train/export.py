@@ -252,6 +252,8 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished temporary folder into place (replacing `out` only when asked)."""
     old = None
     if out.exists():
+        if not overwrite:  # created by someone else while this export ran
+            raise ExportError(f"输出目录已存在 / output exists: {out}（用 --overwrite 替换 / use --overwrite）")
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
     try:

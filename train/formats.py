@@ -49,7 +49,6 @@ DEFAULT_BIANQUE_LABELS = "smile"
 PLAIN_COLON = "："
 PLAIN_DIALOGUE_MARK = "\n对话：\n"
 
-KINDS = ("sft", "dpo", "kto")
 
 
 class FormatError(ValueError):

@@ -1,0 +1,649 @@
+"""Generation through an OpenAI-compatible server (vLLM, `transformers serve`) behind the Engine interface.
+
+    python app.py --backend openai --base-url http://HOST:8000/v1 --model counsel-v2
+
+    engine = OpenAIEngine("http://127.0.0.1:8000/v1", "counsel-v2", tokenizer="models/demo")
+    gen = engine.start(messages, GenerationParams(max_new_tokens=128))
+    for delta in gen: ...        # streamed through the `openai` client library
+    gen.result                   # ReplyResult, the same metadata as the in-process Engine
+
+The server does the batching (continuous batching in vLLM and `transformers serve
+--continuous-batching`); the app keeps doing everything above the model: the stage system prompt
+travels as the system message, the context budget drops old whole turns before a request is sent,
+and the BianQue plain format goes to the completions endpoint with its speaker labels as stop strings.
+
+Token counts for the budget come from the model's tokenizer when it is available locally (`tokenizer=`
+or the model name when that is a local folder or a cached hub id); otherwise `estimate_tokens`, a
+deliberately high count (see there). Reply token counts come from the server's `usage` when it sends
+one, else from the same counter.
+
+Generation parameters go to the server the way it understands them (`dialect`): vLLM takes
+`repetition_penalty` as an extra body field; `transformers serve` rejects unknown fields and only
+samples when told `do_sample`, so it gets a `generation_config` JSON; a strict OpenAI server gets the
+standard fields only. With dialect "auto" the first request tries vLLM's form and switches on the
+server's refusal.
+
+Every failure (server down, wrong model name, timeout, a stream cut in the middle) becomes a
+`GenerationError` with a Chinese message for the clinician; a reply that did not finish has no
+`result`, so the service never stores it as complete. Each request opens its own stream, so the engine
+works again as soon as the server is back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mvp.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.engine import (
+    _DONE,
+    MAX_NEW_TOKENS_LIMIT,
+    Generation,
+    GenerationError,
+    GenerationParams,
+    ReplyResult,
+    cut_at_stop,
+)
+from mvp.loader import ModelLoadError
+
+DEFAULT_TIMEOUT_S = 120.0  # longest wait for the next streamed bytes (first token included)
+CONNECT_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 3.0  # GET /models at start-up and when explaining an error
+DEFAULT_CONTEXT_TOKENS = 4096  # when neither the flag, a local config.json nor the server says
+NO_API_KEY = "EMPTY"  # vLLM and transformers serve accept any key unless started with one
+DIALECTS = ("auto", "vllm", "transformers", "openai")
+ESTIMATE_MARGIN = 1.15
+SERVER_START_TIMEOUT_S = 120.0  # LocalServer: `transformers serve` is healthy in about 20 s on 2 cores
+
+
+class OpenAIBackendError(ModelLoadError):
+    """The backend cannot be set up (bad URL, missing tokenizer folder); app.py shows it and exits."""
+
+
+# -- token counts without a tokenizer -----------------------------------------------------------
+_ESTIMATE_PIECES = re.compile(r"[A-Za-z]+|\s+|[\x00-\x7f]|[^\x00-\x7f]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A high estimate of the token count, for budgeting when the tokenizer is not available here.
+
+    Each non-ASCII character (Chinese) counts 1 token, each ASCII digit or punctuation 1, a run of
+    whitespace 1, a run of Latin letters 1 per 3 letters; plus 15 %. Large-vocabulary tokenizers
+    (Qwen2.5, Llama 3, GLM) use about 0.6-0.8 tokens per common Chinese character, so this
+    overestimates and the budget drops old turns a little early rather than overflowing the context.
+    Rare characters can cost 2-3 byte tokens each; the server still refuses an over-long prompt,
+    and that refusal becomes a clear error.
+    """
+    n = 0
+    for piece in _ESTIMATE_PIECES.findall(text):
+        if piece[0].isascii() and piece[0].isalpha():
+            n += math.ceil(len(piece) / 3)
+        else:
+            n += 1
+    return math.ceil(n * ESTIMATE_MARGIN)
+
+
+class EstimatedChatFormat:
+    """Stands in for the server's chat template when it is not available locally: ChatML-shaped
+    text, only ever used to count tokens (the server renders the real prompt)."""
+
+    name = "chat"
+    stop_strings: tuple[str, ...] = ()
+
+    def render(self, messages: Sequence[dict]) -> str:
+        parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+        return "".join(parts) + "<|im_start|>assistant\n"
+
+
+def _local_folder(name: str | None) -> Path | None:
+    if not name:
+        return None
+    path = Path(name).expanduser()
+    return path if path.is_dir() else None
+
+
+def load_local_tokenizer(name: str | None, required: bool = False):
+    """A tokenizer from a local folder or the local hub cache (never the network), or None."""
+    if not name:
+        return None
+    folder = _local_folder(name)
+    if required and folder is None:
+        raise OpenAIBackendError(f"找不到分词器文件夹 {name}：请给出包含 tokenizer.json 的模型文件夹")
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(folder or name), local_files_only=True)
+    except Exception as exc:  # no tokenizer there: fall back to the estimate
+        if required:
+            raise OpenAIBackendError(f"无法从 {name} 加载分词器：{exc}") from None
+        return None
+
+
+# -- errors -------------------------------------------------------------------------------------
+def _server_detail(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("message") or body.get("error") or body
+        if isinstance(detail, dict):
+            detail = detail.get("message") or detail
+        return str(detail)[:300]
+    return str(getattr(exc, "message", exc))[:300]
+
+
+class OpenAIEngine:
+    """Replies from a model served behind an OpenAI-compatible API; the same interface as `Engine`."""
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        tokenizer=None,
+        prompt_format="chat",
+        max_context_tokens: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        *,
+        adapter: str | None = None,
+        quantization: str | None = None,
+        dialect: str = "auto",
+        probe: bool = True,
+        generation_defaults: dict | None = None,
+    ):
+        import openai
+
+        if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url):
+            raise OpenAIBackendError(f"--base-url {base_url!r} 无效，应为 http://HOST:PORT/v1 这样的地址")
+        if not model:
+            raise OpenAIBackendError("openai 后端需要 --model：服务端的模型名（vLLM 的 --served-model-name 或 LoRA 名）")
+        if dialect not in DIALECTS:
+            raise OpenAIBackendError(f"dialect {dialect!r} 无效，可选 {', '.join(DIALECTS)}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.adapter = adapter
+        self.generation_defaults = dict(generation_defaults or {})
+        self.quantization = quantization or "server"
+        self.timeout_s = float(timeout_s)
+        self.dialect = dialect
+        self._auto = dialect == "auto"
+        self.client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=api_key or NO_API_KEY,
+            max_retries=0,  # a clinician waits: fail fast with a clear message, the next reply retries
+            timeout=openai.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s)),
+        )
+
+        # Tokenizer: an explicit one (object or path) must load; otherwise try the model name.
+        self.tokenizer_source = None
+        if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
+            self.tokenizer = tokenizer
+            self.tokenizer_source = getattr(tokenizer, "name_or_path", "object")
+        elif tokenizer is not None:
+            self.tokenizer = load_local_tokenizer(str(tokenizer), required=True)
+            self.tokenizer_source = str(tokenizer)
+        else:
+            self.tokenizer = load_local_tokenizer(model)
+            self.tokenizer_source = model if self.tokenizer is not None else None
+
+        if prompt_format is None or prompt_format == "chat":
+            has_template = self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None)
+            prompt_format = ChatTemplateFormat(self.tokenizer) if has_template else EstimatedChatFormat()
+        elif prompt_format == "plain":
+            prompt_format = PlainFormat()
+        self.format = prompt_format
+
+        self.server_models: list[dict] | None = self.list_models() if probe else None
+        context = self._context_tokens()
+        if max_context_tokens:
+            context = min(context, int(max_context_tokens)) if self._context_known else int(max_context_tokens)
+        self.budget = ContextBudget(self.format, self.count_tokens, context)
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def info(self) -> dict:
+        """What answers: the served model and where; the same keys as Engine.info plus served_name,
+        base_url and how tokens are counted."""
+        return {
+            "base_model": self.model,
+            "adapter": self.adapter,
+            "quantization": self.quantization,
+            "device": f"远程服务 {self.base_url}",
+            "is_demo": False,
+            "backend": self.backend,
+            "prompt_format": self.format.name,
+            "served_name": self.model,
+            "base_url": self.base_url,
+            "token_counter": "tokenizer" if self.tokenizer is not None else "estimate",
+        }
+
+    def count_tokens(self, text: str) -> int:
+        if self.tokenizer is None:
+            return estimate_tokens(text)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def list_models(self) -> list[dict] | None:
+        """The server's /models list (id, and for vLLM root/parent/max_model_len), None if unreachable."""
+        try:
+            page = self.client.models.list(timeout=PROBE_TIMEOUT_S)
+            return [m.model_dump() for m in page.data]
+        except Exception:
+            return None
+
+    def _served_entry(self) -> dict | None:
+        for entry in self.server_models or []:
+            if entry.get("id") == self.model:
+                return entry
+        return None
+
+    def _local_config(self) -> dict:
+        for name in (self.tokenizer_source, self.model):
+            folder = _local_folder(name) if isinstance(name, str) else None
+            if folder and (folder / "config.json").exists():
+                try:
+                    return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    return {}
+        return {}
+
+    def _context_tokens(self) -> int:
+        """The model's context: vLLM's max_model_len, else the local config.json, else the default."""
+        self._context_known = True
+        entry = self._served_entry() or {}
+        n = entry.get("max_model_len") or self._local_config().get("max_position_embeddings")
+        if isinstance(n, int) and 0 < n < 10**7:
+            return n
+        self._context_known = False
+        return DEFAULT_CONTEXT_TOKENS
+
+    def default_params(self) -> GenerationParams:
+        """Defaults from the model's generation_config.json when it is local, then the app's overrides."""
+        values = {}
+        for name in (self.tokenizer_source, self.model):
+            folder = _local_folder(name) if isinstance(name, str) else None
+            if folder and (folder / "generation_config.json").exists():
+                try:
+                    config = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    break
+                for key in ("temperature", "top_p", "repetition_penalty"):
+                    if isinstance(config.get(key), (int, float)) and not isinstance(config.get(key), bool):
+                        values[key] = float(config[key])
+                n = config.get("max_new_tokens")
+                if isinstance(n, int) and 0 < n <= MAX_NEW_TOKENS_LIMIT:
+                    values["max_new_tokens"] = n
+                break
+        values.update(self.generation_defaults)
+        try:
+            return GenerationParams(**values)
+        except ValueError:
+            return GenerationParams()
+
+    # -- generation -------------------------------------------------------------------------------
+    def start(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Generation:
+        """Fit the conversation into the budget and start streaming; DialogueError up front."""
+        params = params or self.default_params()
+        fit = self.budget.fit(messages, params.max_new_tokens)
+        gen = _RemoteGeneration(self.format.stop_strings)
+        threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
+        return gen
+
+    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None) -> ReplyResult:
+        """A whole reply (not streamed)."""
+        gen = self.start(messages, params)
+        for _ in gen:
+            pass
+        return gen.result
+
+    def request_kwargs(self, params: GenerationParams, dialect: str) -> dict:
+        """The create() arguments for these parameters, in the form this server understands."""
+        kwargs: dict = {"model": self.model, "max_tokens": params.max_new_tokens, "stream": True}
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if dialect == "transformers":
+            # transformers serve keeps the model's do_sample unless told, and refuses unknown fields.
+            config = {"do_sample": params.temperature > 0, "max_new_tokens": params.max_new_tokens,
+                      "repetition_penalty": params.repetition_penalty, "top_k": 0}
+            if params.temperature > 0:
+                config.update(temperature=params.temperature, top_p=params.top_p)
+            kwargs["extra_body"] = {"generation_config": json.dumps(config)}
+            return kwargs  # it always sends usage with the last chunk
+        kwargs.update(temperature=params.temperature, top_p=params.top_p,
+                      stream_options={"include_usage": True})
+        if dialect != "openai":
+            kwargs["extra_body"] = {"repetition_penalty": params.repetition_penalty}
+        return kwargs
+
+    def _create(self, fit, params: GenerationParams):
+        while True:
+            dialect = "vllm" if self.dialect == "auto" else self.dialect
+            kwargs = self.request_kwargs(params, dialect)
+            try:
+                if isinstance(self.format, PlainFormat):
+                    stream = self.client.completions.create(prompt=fit.prompt, stop=list(self.format.stop_strings), **kwargs)
+                else:
+                    stream = self.client.chat.completions.create(messages=fit.messages, **kwargs)
+            except Exception as exc:
+                fallback = self._fallback_dialect(dialect, exc)
+                if fallback is None:
+                    raise
+                self.dialect = fallback
+                continue
+            if self.dialect == "auto":
+                self.dialect = dialect
+            return stream
+
+    def _fallback_dialect(self, dialect: str, exc) -> str | None:
+        """On 'auto', a server's refusal of vLLM's extra field tells which server it is."""
+        import openai
+
+        if not self._auto or dialect != "vllm" or not isinstance(exc, openai.APIStatusError):
+            return None
+        detail = _server_detail(exc)
+        if exc.status_code == 422 and "Unexpected fields" in detail:
+            return "transformers"
+        if exc.status_code in (400, 422) and "repetition_penalty" in detail:
+            return "openai"
+        return None
+
+    def _run(self, gen: "_RemoteGeneration", fit, params: GenerationParams) -> None:
+        started = time.perf_counter()
+        first_token_at = None
+        received: list[str] = []
+        finish = None
+        usage = None
+        stream = None
+        try:
+            stream = self._create(fit, params)
+            gen.attach(stream)
+            for chunk in stream:
+                if gen.cancel_event.is_set():
+                    break
+                if getattr(chunk, "usage", None):
+                    usage = chunk.usage
+                for choice in chunk.choices or []:
+                    delta = getattr(choice, "delta", None)
+                    text = delta.content if delta is not None else getattr(choice, "text", None)
+                    if text:
+                        if first_token_at is None:
+                            first_token_at = time.perf_counter()
+                        received.append(text)
+                        gen.deltas.put(text)
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+            cancelled = gen.cancel_event.is_set()
+            if finish is None and not cancelled:
+                raise _StreamCut()
+            total = time.perf_counter() - started
+            text, stopped = cut_at_stop("".join(received), self.format.stop_strings)
+            if stopped or (finish == "stop" and not cancelled):
+                reason = "stop"
+            elif cancelled:
+                reason = "cancelled"
+            else:
+                reason = "length" if finish == "length" else "stop"
+            # usage counts what the server generated; after a cancel it never arrives: count here.
+            new_tokens = usage.completion_tokens if usage and not cancelled else self.count_tokens("".join(received))
+            gen.result = ReplyResult(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=usage.prompt_tokens if usage else fit.prompt_tokens,
+                new_tokens=int(new_tokens),
+                ttft_s=(first_token_at - started) if first_token_at else None,
+                total_s=total,
+                dropped_turns=fit.dropped_turns,
+                params=params.to_dict(),
+                model=self.info,
+            )
+        except Exception as exc:
+            if gen.cancel_event.is_set() and gen.attached:
+                # cancel() closed the stream under the reader: a cancelled reply, not a failure.
+                gen.result = ReplyResult(
+                    text=cut_at_stop("".join(received), self.format.stop_strings)[0],
+                    finish_reason="cancelled",
+                    prompt_tokens=fit.prompt_tokens,
+                    new_tokens=self.count_tokens("".join(received)),
+                    ttft_s=(first_token_at - started) if first_token_at else None,
+                    total_s=time.perf_counter() - started,
+                    dropped_turns=fit.dropped_turns,
+                    params=params.to_dict(),
+                    model=self.info,
+                )
+            else:
+                gen.error = GenerationError(self.explain(exc, partial="".join(received)))
+        finally:
+            gen.detach()
+            if stream is not None:
+                try:
+                    stream.close()
+                except Exception:
+                    pass
+            gen.deltas.put(_DONE)
+
+    # -- error messages ---------------------------------------------------------------------------
+    def explain(self, exc: BaseException, partial: str = "") -> str:
+        """A message for the clinician saying what went wrong with the model server and what to do."""
+        import openai
+
+        where = f"模型服务 {self.base_url}"
+        lost = f"（已生成的 {len(partial)} 个字未保存）" if partial else ""
+        if isinstance(exc, _StreamCut):
+            return f"{where} 在回复中途结束了连接{lost}：请稍后重新生成"
+        if isinstance(exc, openai.APITimeoutError):
+            return f"{where} 超过 {self.timeout_s:g} 秒没有响应{lost}：服务可能过载或已停止，请稍后重试"
+        if isinstance(exc, openai.APIConnectionError):
+            if partial:
+                return f"与{where}的连接在回复中途断开{lost}：请确认服务仍在运行后重新生成"
+            return f"无法连接{where}：请确认服务已启动（vllm serve / transformers serve）且地址正确，然后重试"
+        if isinstance(exc, openai.AuthenticationError):
+            return f"{where} 拒绝了 API key：请检查 --api-key-env 指定的环境变量"
+        if isinstance(exc, openai.APIStatusError):
+            detail = _server_detail(exc)
+            low = detail.lower()
+            names = [str(m.get("id")) for m in (self.list_models() or [])] if exc.status_code in (400, 404) else []
+            if (names and self.model not in names) or exc.status_code == 404 or "pinned" in low:
+                available = f"；服务端可用的模型：{', '.join(names)}" if names else ""
+                return f"{where} 没有名为 {self.model!r} 的模型{available}。请用 --model 指定服务端的模型名"
+            if "context" in low and ("length" in low or "maximum" in low):
+                return f"提示超出了{where} 的模型上下文：请用 --max-context-tokens 设置更小的预算（服务端：{detail}）"
+            if exc.status_code >= 500:
+                return f"{where} 内部出错（HTTP {exc.status_code}）{lost}：{detail}"
+            return f"{where} 拒绝了请求（HTTP {exc.status_code}）：{detail}"
+        if isinstance(exc, openai.APIError):
+            return f"{where} 在生成时出错{lost}：{getattr(exc, 'message', exc)}"
+        return f"调用{where} 失败{lost}：{type(exc).__name__}: {exc}"
+
+
+class _StreamCut(Exception):
+    """The stream ended without a finish_reason (the server went away between events)."""
+
+
+class _RemoteGeneration(Generation):
+    """A Generation whose cancel() also wakes the reader blocked on the HTTP stream, so a stalled
+    server cannot hold a cancelled reply open until its next token (or the timeout)."""
+
+    def __init__(self, stop_strings: Sequence[str] = ()):
+        super().__init__(stop_strings)
+        self._stream = None
+        self.attached = False
+        self._lock = threading.Lock()
+
+    def attach(self, stream) -> None:
+        with self._lock:
+            self._stream = stream
+            self.attached = True
+        if self.cancel_event.is_set():
+            self._interrupt()
+
+    def detach(self) -> None:
+        """The reader is done with the stream: its connection may go back to the pool untouched."""
+        with self._lock:
+            self._stream = None
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
+        # Closing an httpx response from another thread does not wake a blocked recv(); shutting the
+        # socket down does (the reader then sees the end of the stream with cancel_event set).
+        import socket
+
+        with self._lock:
+            stream = self._stream
+            if stream is None:
+                return
+            try:
+                network = stream.response.extensions.get("network_stream")
+                sock = network.get_extra_info("socket") if network is not None else None
+                if sock is not None:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):
+                pass  # already closed, or a transport without a socket: the next token stops it
+
+
+def make_openai_engine(config, tokenizer=None) -> OpenAIEngine:
+    """The openai backend from the app settings: base_url, model (the served name), the API key from
+    the environment variable named by api_key_env, prompt format and context budget. The tokenizer
+    comes from `tokenizer=` / a `tokenizer` setting when there is one, else the model name."""
+    fmt = "chat"
+    if config.prompt_format == "plain":
+        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
+    quantization = None if config.quantization == "auto" else config.quantization
+    engine = OpenAIEngine(
+        config.base_url,
+        config.model,
+        api_key=os.environ.get(config.api_key_env) or None,
+        tokenizer=tokenizer or getattr(config, "tokenizer", None),
+        prompt_format=fmt,
+        max_context_tokens=config.max_context_tokens,
+        adapter=config.adapter,
+        quantization=quantization,
+        generation_defaults=_generation_defaults(config),
+    )
+    if engine.server_models is None:
+        print(f"警告：暂时无法连接 {engine.base_url}；应用照常启动，服务恢复后即可生成回复", flush=True)
+    elif engine._served_entry() is None:
+        names = ", ".join(str(m.get("id")) for m in engine.server_models)
+        print(f"警告：{engine.base_url} 没有列出模型 {config.model!r}（列出的：{names}）", flush=True)
+    if engine.tokenizer is None:
+        print("提示：本机没有这个模型的分词器，上下文预算按保守估计计算（每个汉字 1 个 token 以上）", flush=True)
+    return engine
+
+
+def engine_for_version(version: dict, config) -> OpenAIEngine:
+    """An engine for a registered model version served over the OpenAI API (the blind arena's
+    opponent): its served_name at its base_url, with the app's key, format and budget."""
+    fmt = "chat"
+    if config.prompt_format == "plain":
+        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
+    return OpenAIEngine(
+        version.get("base_url") or config.base_url,
+        version.get("served_name") or version["base_model"],
+        api_key=os.environ.get(config.api_key_env) or None,
+        prompt_format=fmt,
+        max_context_tokens=config.max_context_tokens,
+        adapter=version.get("adapter"),
+        quantization=version.get("quantization"),
+        generation_defaults=_generation_defaults(config),
+    )
+
+
+def _generation_defaults(config) -> dict:
+    n = getattr(config, "max_new_tokens", None)
+    return {"max_new_tokens": n} if n else {}
+
+
+class LocalServer:
+    """`transformers serve MODEL` on loopback, for tests, benchmarks and an offline try-out.
+
+        with LocalServer("models/demo", continuous_batching=True) as server:
+            engine = OpenAIEngine(server.base_url, server.model)
+
+    Offline (HF_HUB_OFFLINE=1); the model folder is pinned, so its path is the served model name.
+    """
+
+    def __init__(self, model: str | Path, port: int | None = None, *, continuous_batching: bool = False,
+                 log: str | Path | None = None, extra_args: Sequence[str] = (), threads: int | None = None):
+        self.model = str(model)
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.continuous_batching = continuous_batching
+        self.log_path = Path(log) if log else None
+        self.extra_args = list(extra_args)
+        self.threads = threads
+        self.proc = None
+
+    def command(self) -> list[str]:
+        import sys
+
+        cli = Path(sys.executable).with_name("transformers")
+        head = [str(cli)] if cli.exists() else [sys.executable, "-c", "from transformers.cli.transformers import main; main()"]
+        cb = "--continuous-batching" if self.continuous_batching else "--no-continuous-batching"
+        return [*head, "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
+                cb, "--log-level", "warning", *self.extra_args]
+
+    def start(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> "LocalServer":
+        import subprocess
+
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        out = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT)
+        if self.log_path:
+            out.close()
+        self.wait_healthy(timeout_s)
+        return self
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}: {self.output()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"transformers serve did not become healthy in {timeout_s:g} s: {self.output()[-2000:]}")
+
+    def output(self) -> str:
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return ""
+
+    def stop(self, kill: bool = False) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "LocalServer":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,172 @@
+"""A real headless Chromium (Debian's, driven by Playwright) logs in, chats in Chinese, rates,
+compares, and checks that HTML in a message stays inert. Saves screenshots to test-artifacts/."""
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mvp.store import Store
+from tests.live_app import LiveApp
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PASSWORD = "browser-pass-123"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    store = Store(tmp / "feedback.db")
+    store.add_user("wang", PASSWORD, "clinician")
+    store.add_user("boss", PASSWORD, "admin")
+    live = LiveApp(tiny_model_dir, tmp / "feedback.db", tmp / "app.log")
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def rows(db, sql, params=()):
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def login(page, url, user):
+    page.goto(url)
+    page.get_by_test_id("textbox").fill(user)
+    page.get_by_test_id("password").fill(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#chatbot", timeout=30_000)
+
+
+def wait_idle(page):
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#chatbot [data-testid=\"status-tracker\"]')]"
+        ".every(e => e.classList.contains('hide'))",
+        timeout=60_000,
+    )
+
+
+def send(page, db, text, n_bots):
+    count = "SELECT COUNT(*) AS n FROM messages WHERE role = 'assistant'"
+    before = rows(db, count)[0]["n"]
+    page.locator("#msg textarea").fill(text)
+    page.locator("#send").click()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length >= {n_bots}", timeout=60_000
+    )
+    wait_idle(page)
+    for _ in range(120):  # the reply is stored when the stream ends
+        if rows(db, count)[0]["n"] > before:
+            break
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(500)
+
+
+def test_login_chat_rate_compare_and_inert_html(app, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, app.url, "wang")
+    assert "研究演示系统" in page.inner_text("#disclaimer")
+    assert "临床评测" in page.inner_text("#who")
+
+    send(page, app.db, "我最近总是失眠，白天也提不起精神。", 1)
+    assert "我最近总是失眠" in page.inner_text("#chatbot")
+    bots = rows(app.db, "SELECT * FROM messages WHERE role = 'assistant'")
+    assert len(bots) == 1 and bots[0]["status"] == "complete"
+
+    # thumbs up on the reply
+    page.locator("#chatbot [data-testid='bot']").first.hover()
+    page.locator("#chatbot button[aria-label='Like'], #chatbot button[aria-label='赞']").first.click()
+    page.wait_for_timeout(1500)
+    assert rows(app.db, "SELECT rater, value FROM thumbs") == [{"rater": "wang", "value": 1}]
+
+    # detailed rating of that reply
+    page.locator("#score-overall label", has_text="4").click()
+    page.locator("#score-empathy label", has_text="5").click()
+    page.locator("#tags label", has_text="说教").click()
+    page.locator("#comment textarea").fill("共情不错，<b>但</b>有些说教")
+    page.locator("#rewrite textarea").fill("听起来失眠让你白天也很疲惫。")
+    page.locator("#submit-rating").click()
+    page.wait_for_function("() => document.querySelector('#rate-status').innerText.includes('已保存')", timeout=30_000)
+    rating = rows(app.db, "SELECT * FROM ratings")
+    assert len(rating) == 1
+    r = rating[0]
+    assert (r["overall"], r["empathy"], r["rater"], r["message_id"]) == (4, 5, "wang", bots[0]["id"])
+    assert r["tags"] == '["说教"]' and r["comment"] == "共情不错，<b>但</b>有些说教"
+    page.screenshot(path=str(ARTIFACTS / "chat_and_rating.png"), full_page=True)
+
+    # blind comparison: choose A, the chosen reply continues the conversation
+    page.locator("#compare").click()
+    page.wait_for_selector("#compare-box", state="visible", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
+    page.locator("#choose-a").click()
+    page.wait_for_selector("#compare-box", state="hidden", timeout=30_000)
+    comparisons = rows(app.db, "SELECT * FROM comparisons")
+    assert len(comparisons) == 1 and comparisons[0]["choice"] == "a"
+    active = rows(app.db, "SELECT id FROM messages WHERE role = 'assistant' AND is_active = 1")
+    assert [a["id"] for a in active] == [comparisons[0]["message_a"]]
+
+    # HTML and script in a message are shown as text and never run
+    payload = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>你好"
+    send(page, app.db, payload, 2)
+    assert page.evaluate("() => window.__xss") is None
+    assert page.locator("#chatbot img[src='x']").count() == 0
+    assert "<img src=x" in page.inner_text("#chatbot")
+    stored = rows(app.db, "SELECT content FROM messages WHERE role = 'user' ORDER BY id DESC LIMIT 1")
+    assert stored[0]["content"] == payload
+
+    # a crisis message: resources first
+    send(page, app.db, "我不想活了，遗书都写好了。", 3)
+    last_bot = page.locator("#chatbot [data-testid='bot']").last.inner_text()
+    assert "12356" in last_bot
+    page.screenshot(path=str(ARTIFACTS / "crisis.png"), full_page=True)
+    assert not errors, errors
+    context.close()
+
+
+def test_admin_sees_dashboard_and_review_queue(app, browser):
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    login(page, app.url, "boss")
+    page.get_by_role("tab", name="安全审查").click()
+    page.locator("#refresh-flags").click()
+    page.wait_for_function("() => document.querySelector('#flags').innerText.includes('自杀')", timeout=30_000)
+    page.get_by_role("tab", name="数据看板").click()
+    page.locator("#refresh-dashboard").click()
+    page.wait_for_function("() => document.querySelector('#counts').innerText.includes('对话')", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    context.close()
+
+
+def test_clinician_has_no_admin_tabs(app, browser):
+    context = browser.new_context(locale="zh-CN")
+    page = context.new_page()
+    login(page, app.url, "wang")
+    page.wait_for_timeout(1000)
+    assert page.get_by_role("tab", name="数据看板").count() == 0
+    context.close()
