@@ -23,7 +23,9 @@ import yaml
 
 from mvp import safety
 from mvp.dialogue import DialogueError
+from mvp.assessment import AssessmentError
 from mvp.engine import GenerationError, GenerationParams
+from mvp.service_screening import ScreeningMixin
 from mvp.stages import Stages, build_messages
 from mvp.store import NotFoundError, PermissionDeniedError, Store, StoreError, ValidationError
 
@@ -45,7 +47,7 @@ class ServiceError(Exception):
     """A user-facing error: the message is shown as it is (Chinese)."""
 
 
-USER_ERRORS = (ServiceError, StoreError, DialogueError, GenerationError, ValueError)
+USER_ERRORS = (ServiceError, StoreError, DialogueError, GenerationError, AssessmentError, ValueError)
 
 
 @dataclass
@@ -110,7 +112,7 @@ class EnginePool:
             return engine
 
 
-class Service:
+class Service(ScreeningMixin):
     def __init__(
         self,
         store: Store,
@@ -130,6 +132,7 @@ class Service:
         self.model_check_engine = model_check_engine
         self._rng = random.Random()
         self._running: dict[int, Any] = {}  # conversation id -> Generation being streamed
+        self._init_screening()
 
     # -- accounts ------------------------------------------------------------------------------
     def user(self, name: str | None) -> dict:
@@ -224,13 +227,22 @@ class Service:
                     conversation["id"], category, list(detection.evidence), source="rules",
                     message_id=user_message_id,
                 )
+        if self.active_screening(conversation["id"]):
+            message = self._screening_turn(conversation, user_message_id, text, detection)
+            yield Event(message["content"], done=True, message=message)
+            return
         yield from self._reply(conversation, user_message_id, params, detection)
 
     def regenerate(self, name: str, conversation_id: int, params: GenerationParams | None = None) -> Iterator[Event]:
         """A new reply to the newest client message; the earlier one is kept as an alternative."""
         _, conversation = self._conversation(name, conversation_id)
+        self._no_screening(conversation["id"])
         parent = self._last_user_message(conversation["id"])
         yield from self._reply(conversation, parent["id"], params, self.detect(parent["content"]))
+
+    def _no_screening(self, conversation_id: int) -> None:
+        if self.active_screening(conversation_id):
+            raise ServiceError("量表筛查进行中：请先回答完问题，再重新生成或比较回复")
 
     def _last_user_message(self, conversation_id: int) -> dict:
         history = [m for m in self.store.get_history(conversation_id, include_notices=False)]
@@ -351,6 +363,7 @@ class Service:
         With an opponent version, one reply comes from it and one from the primary model;
         otherwise both are samples of the primary model (different seeds)."""
         _, conversation = self._conversation(name, conversation_id)
+        self._no_screening(conversation["id"])
         parent = self._last_user_message(conversation["id"])
         detection = self.detect(parent["content"])
         versions: list[dict | None] = [None, None]

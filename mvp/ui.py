@@ -3,7 +3,8 @@
 Nothing here decides anything: every handler turns its inputs into one service call, shows the
 result, and turns a user error into a toast (`gr.Error`), never a traceback. The named API endpoints
 (`/new_conversation`, `/chat`, `/regenerate`, `/stop`, `/rate`, `/thumb`, `/compare`, `/choose`,
-`/history`, `/stages`, `/flags`, `/review_flag`, `/delete_conversation`) call the same service methods
+`/history`, `/stages`, `/start_screening`, `/screening`, `/correct_item`, `/flags`, `/review_flag`,
+`/delete_conversation`) call the same service methods
 with the logged-in user, for gradio_client. Only this module imports gradio.
 """
 
@@ -141,6 +142,11 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                         case = gr.Dropdown([("（不使用）", "")] + [(c.title, c.id) for c in cases], value="", label="示例个案（可选，用于快速演示）", elem_id="case")
                         new_btn = gr.Button("开始新对话", variant="primary", elem_id="new")
                         conv_info = gr.Markdown("尚未开始对话：直接输入消息也会自动开始。", elem_id="conv-info")
+                        with gr.Group():
+                            gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
+                            instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
+                                                  value=next(iter(service.instruments)), show_label=False, elem_id="instrument")
+                            start_scr = gr.Button("开始筛查", elem_id="start-screening")
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
                         notice = gr.Markdown(elem_id="notice")
@@ -152,6 +158,16 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             regen = gr.Button("重新生成", elem_id="regen")
                             compare = gr.Button("比较两条回复", elem_id="compare")
                             fill = gr.Button("填入个案下一句", elem_id="fill")
+                        with gr.Group(elem_id="screening-panel"):
+                            scr_summary = gr.Markdown("尚未进行量表筛查。", elem_id="screening-summary")
+                            scr_table = gr.Dataframe(
+                                headers=["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"],
+                                interactive=False, wrap=True, elem_id="screening-items",
+                            )
+                            with gr.Row():
+                                fix_item = gr.Number(label="更正：题号", precision=0, minimum=1, elem_id="fix-item")
+                                fix_score = gr.Radio([0, 1, 2, 3], label="正确得分（0-3）", elem_id="fix-score")
+                                fix_btn = gr.Button("保存更正", elem_id="fix-btn")
                         opponent = gr.Dropdown([("同一模型（两次采样）", 0)], value=0, label="比较对象（盲评，不显示来源）", elem_id="opponent")
                         with gr.Group(visible=False, elem_id="compare-box") as compare_box:
                             gr.Markdown("**哪条回复更好？**（顺序随机，来源隐藏；选中的回复会继续对话）")
@@ -288,6 +304,48 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             messages, ids, choices = refresh_view(name, cid)
             yield messages, ids, choices, "提示：已重新生成，之前的回复作为备选保留。" + "".join(f"　提示：{n}" for n in notes)
 
+        def screening_view(name, cid):
+            import pandas as pd
+
+            columns = ["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"]
+            state = service.screening_state(name, cid) if cid is not None else None
+            if not state or not state["assessment_id"]:
+                return "尚未进行量表筛查。", pd.DataFrame([], columns=columns)
+            inst = service.instruments[state["instrument"]]
+            status = f"进行中（第 {state['current_item']} 题）" if state["active"] else "已完成"
+            summary = (f"**{inst.name}** · {status} · 当前总分 **{state['total']}** / {inst.max_total}"
+                       f" · {state['band']} · 需复核 {state['needs_review']} 题")
+            rows = [[i["item_no"], i["question"], i["answer"], i["score"], i["method"],
+                     "是" if i["needs_review"] else "", i["clinician_score"]] for i in state["items"]]
+            return summary, pd.DataFrame(rows, columns=columns)
+
+        @user_errors
+        def on_screening_refresh(cid, request: gr.Request):
+            return screening_view(username(request), cid)
+
+        @user_errors
+        def on_start_screening(cid, inst, request: gr.Request):
+            name = username(request)
+            if cid is None:
+                raise gr.Error("请先开始对话，并和来访者简单交流后再开始筛查")
+            service.start_screening(name, cid, inst)
+            messages, ids, choices = refresh_view(name, cid)
+            summary, table = screening_view(name, cid)
+            stage_id = service.store.get_conversation(cid)["stage_id"]
+            return messages, ids, choices, summary, table, stage_id
+
+        @user_errors
+        def on_fix(cid, item_no, score, request: gr.Request):
+            name = username(request)
+            state = service.screening_state(name, cid) if cid is not None else None
+            if not state or not state["assessment_id"]:
+                raise gr.Error("这个对话还没有量表筛查")
+            if item_no is None or score is None:
+                raise gr.Error("请填写题号并选择正确得分")
+            service.correct_item(name, state["assessment_id"], int(item_no), int(score))
+            gr.Info("更正已保存")
+            return screening_view(name, cid)
+
         @user_errors
         def on_stop(cid, request: gr.Request):
             if cid is not None:
@@ -391,6 +449,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         send_event = send.click(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
         submit_event = msg.submit(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
+        for event in (send_event, submit_event):
+            event.then(on_screening_refresh, [conv_id], [scr_summary, scr_table], **private)
+        start_scr.click(on_start_screening, [conv_id, instrument], [chatbot, msg_ids, target, scr_summary, scr_table, stage], **private)
+        fix_btn.click(on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
         regen_event = regen.click(on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=1, **private)
         stop.click(on_stop, [conv_id], None, concurrency_limit=None, **private)
         compare.click(on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=1, **private)
@@ -496,6 +558,22 @@ def register_api(service: Service) -> None:
         """Admin: mark a flag reviewed."""
         service.review_flag(username(request), flag_id, note or None)
         return True
+
+    @api
+    def start_screening(conversation_id: int, instrument: str = "phq9", request: gr.Request = None) -> dict:
+        """Start PHQ-9 (phq9) or GAD-7 (gad7): the reply is the introduction and the first item;
+        each later /chat message is an answer, scored and followed by the next item."""
+        return service.start_screening(username(request), conversation_id, instrument)
+
+    @api
+    def screening(conversation_id: int, request: gr.Request = None) -> dict:
+        """The latest screening of a conversation: items with answers, scores, method, review marks, total, band."""
+        return service.screening_state(username(request), conversation_id)
+
+    @api
+    def correct_item(assessment_id: int, item_no: int, score: int, request: gr.Request = None) -> dict:
+        """A clinician's corrected score (0-3) for one screening item."""
+        return service.correct_item(username(request), assessment_id, item_no, score)
 
     @api
     def delete_conversation(conversation_id: int, request: gr.Request = None) -> dict:

@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability tests (load, crash, bad input, auth): a fast model folder, seeded
+"""Helpers shared by the reliability tests (load, crash, bad input, auth): short replies, seeded
 accounts, database snapshots, a raw HTTP caller for what gradio_client cannot send, percentiles.
 
 Not a test module: imported by tests/test_load.py, test_crash.py, test_fuzz_api.py, test_auth.py.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sqlite3
 import statistics
 from pathlib import Path
@@ -32,17 +31,10 @@ TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.ui.user_errors: an exception the service did not expect
 
 
-def fast_model(src: Path, dst: Path, max_new_tokens: int) -> Path:
-    """A copy of a model folder whose generation_config caps replies at `max_new_tokens` (the app's
-    Engine.default_params reads it), so a chat turn on the tiny test model takes a fraction of a second."""
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    config_path = dst / "generation_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["max_new_tokens"] = max_new_tokens
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return dst
+def fast_args(max_new_tokens: int) -> tuple[str, ...]:
+    """Extra `app.py` flags for LiveApp: replies capped at `max_new_tokens` (a later flag wins over
+    LiveApp's own default), so a chat turn on the tiny test model takes a fraction of a second."""
+    return ("--max-new-tokens", str(max_new_tokens))
 
 
 def seed_accounts(db: Path, accounts: dict[str, str] = ACCOUNTS, password: str = PASSWORD) -> Store:

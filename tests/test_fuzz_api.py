@@ -44,7 +44,7 @@ from tests.reliability import (
     clean_error,
     counts,
     digest,
-    fast_model,
+    fast_args,
     rows,
     seed_accounts,
 )
@@ -52,7 +52,7 @@ from tests.reliability import (
 pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 40
-REPLY_TOKENS = 4  # the model's replies are capped so that an accepted /chat costs a fraction of a second
+REPLY_TOKENS = 4  # replies are capped so that an accepted /chat costs a fraction of a second
 FUZZ = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
@@ -187,13 +187,30 @@ EXPLICIT = {
 }
 
 
+# Bugs found by this file and reported (issue 7) with their fix; the fix is not applied yet. A finding
+# that matches one is recorded in fuzz.json as known instead of failing the endpoint's test, and the
+# bug's own regression test below is an xfail(strict=True): once the fix lands it XPASSes, which
+# fails, so that its marker and its entry here are removed together.
+KNOWN_BUGS = {
+    "id-over-int64": lambda f: "OverflowError" in f["message"],
+    "orphan-user-message": lambda f: f["endpoint"] == "/chat" and "太长" in f["message"]
+    and f["problems"] == ["a refused call changed feedback.db (row-count delta {'messages': 1})"],
+    "stage-set-before-validation": lambda f: f["endpoint"] == "/chat"
+    and f["problems"] == ["a refused call changed feedback.db (row-count delta none: an update)"],
+}
+
+
+def known_bug(finding: dict) -> str | None:
+    return next((name for name, matches in KNOWN_BUGS.items() if matches(finding)), None)
+
+
 # -- the app and its fixture data -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def world(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     db = tmp / "feedback.db"
     seed_accounts(db)
-    app = LiveApp(fast_model(tiny_model_dir, tmp / "model", REPLY_TOKENS), db, tmp / "app.log")
+    app = LiveApp(tiny_model_dir, db, tmp / "app.log", *fast_args(REPLY_TOKENS))
     wang = Client(app.url, auth=("wang", PASSWORD), verbose=False)
     li = Client(app.url, auth=("li", PASSWORD), verbose=False)
     boss = Client(app.url, auth=("boss", PASSWORD), verbose=False)
@@ -230,7 +247,8 @@ def world(tiny_model_dir, tmp_path_factory):
     (ARTIFACTS / "fuzz.json").write_text(json.dumps(report, ensure_ascii=True, indent=1, default=repr))
     print(f"\nfuzz: {report['inputs_tried_total']} inputs tried over {len(TRIED)} endpoints "
           f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); "
-          f"{sum(ACCEPTED.values())} accepted; {len(FINDINGS)} findings -> test-artifacts/fuzz.json")
+          f"{sum(ACCEPTED.values())} accepted; {len(FINDINGS)} findings "
+          f"({dict(Counter(f['known_bug'] or 'new' for f in FINDINGS))}) -> test-artifacts/fuzz.json")
 
 
 def resolve(value, world):
@@ -289,8 +307,10 @@ def call_and_check(world, endpoint: str, data: list) -> None:
     if app.proc.poll() is not None:
         problems.append(f"the server exited with {app.proc.returncode}")
     if problems:
-        FINDINGS.append({"endpoint": endpoint, "input": repr(data)[:600], "outcome": kind,
-                         "message": repr(error_message(value))[:300], "problems": problems})
+        finding = {"endpoint": endpoint, "input": repr(data)[:600], "outcome": kind,
+                   "message": repr(error_message(value))[:300], "problems": problems}
+        finding["known_bug"] = known_bug(finding)
+        FINDINGS.append(finding)
 
 
 def assert_alive(world) -> None:
@@ -300,7 +320,7 @@ def assert_alive(world) -> None:
 
 
 def endpoint_findings(endpoint: str) -> list[dict]:
-    return [f for f in FINDINGS if f["endpoint"] == endpoint]
+    return [f for f in FINDINGS if f["endpoint"] == endpoint and not f["known_bug"]]
 
 
 # -- the property tests: one per endpoint ---------------------------------------------------------
@@ -345,7 +365,6 @@ def test_gradio_client_sees_app_error(world):
         ("/new_conversation", dict(stage_id="<script>alert(1)</script>", case_id="")),
         ("/new_conversation", dict(stage_id="", case_id="no_such_case")),
         ("/chat", dict(conversation_id=v["conv"], message="x" * 5_000_000, stage_id="")),
-        ("/chat", dict(conversation_id=2**64, message="你好", stage_id="")),
         ("/chat", dict(conversation_id=v["conv"], message="你好\x00", stage_id="")),
         ("/chat", dict(conversation_id="1 OR 1=1", message="你好", stage_id="")),
         ("/regenerate", dict(conversation_id=v["foreign_conv"])),
@@ -371,3 +390,39 @@ def test_gradio_client_sees_app_error(world):
         assert clean_error(info.value.message) is None, (api_name, kwargs, info.value.message)
     assert digest(db) == before
     assert_alive(world)
+
+
+# -- regression tests for the bugs found (see KNOWN_BUGS) ----------------------------------------------
+@pytest.mark.xfail(strict=True, reason="known bug id-over-int64: an id >= 2**63 reaches SQLite and raises "
+                   "OverflowError (fix: upper bound in mvp.store.validation.check_id)")
+@pytest.mark.parametrize("api_name, kwargs", [
+    ("/history", {"conversation_id": 2**63}),
+    ("/rate", {"message_id": 2**64, "overall": 3}),
+])
+def test_id_beyond_sqlite_integer_is_refused_cleanly(world, api_name, kwargs):
+    with pytest.raises(AppError) as info:
+        world["wang"].predict(**kwargs, api_name=api_name)
+    assert clean_error(info.value.message) is None, info.value.message
+
+
+@pytest.mark.xfail(strict=True, reason="known bug orphan-user-message: a message over the model's context "
+                   "is stored before the context check fails (fix: check the fit in Service.send first)")
+def test_message_over_the_context_writes_nothing(world):
+    client, db = world["wang"], world["db"]
+    conv = client.predict(stage_id="", case_id="", api_name="/new_conversation")["id"]
+    before = digest(db)
+    with pytest.raises(AppError) as info:
+        client.predict(conversation_id=conv, message="我" * 1500, stage_id="", api_name="/chat")
+    assert "太长" in info.value.message
+    assert digest(db) == before
+    assert [m["role"] for m in rows(db, "SELECT role FROM messages WHERE conversation_id = ?", (conv,))] == []
+
+
+@pytest.mark.xfail(strict=True, reason="known bug stage-set-before-validation: /chat with an invalid message "
+                   "and a new stage changes the stage (fix: validate the message fully before set_stage)")
+def test_refused_message_does_not_change_the_stage(world):
+    client, db = world["wang"], world["db"]
+    conv = client.predict(stage_id="intake", case_id="", api_name="/new_conversation")["id"]
+    with pytest.raises(AppError):
+        client.predict(conversation_id=conv, message="你好\x00", stage_id="intervention", api_name="/chat")
+    assert rows(db, "SELECT stage_id FROM conversations WHERE id = ?", (conv,))[0]["stage_id"] == "intake"

@@ -290,8 +290,9 @@ def test_app_streams_from_the_server_stores_and_survives_a_killed_server(server,
             time.sleep(0.05)
         assert job.outputs(), "the reply never started streaming"
         server.stop(kill=True)
-        with pytest.raises(Exception, match="中途|无法连接") as info:
+        with pytest.raises(Exception, match="中途") as info:
             job.result(timeout=60)
+        print("killed mid-stream ->", info.value)
         assert "Traceback" not in str(info.value)
         stored = _rows(db, "SELECT role, status FROM messages WHERE conversation_id = ?", (conv2["id"],))
         assert [m["role"] for m in stored] == ["user"]

@@ -220,3 +220,16 @@ def test_demo_config_is_valid():
     cfg = common.config_from_dict(PipelineConfig, common.read_yaml(demo), source=str(demo))
     assert cfg.base_model == "demo" and cfg.device == "cpu"
     assert cfg.stages[0] in ("pt", "sft")
+
+
+def test_time_budget_is_shared_among_the_remaining_stages(monkeypatch):
+    from train import pipeline
+
+    cfg = common.config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 360, "stages": ["sft", "rm", "dpo"]})
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: 1000.0)
+    # 360 s - 60 s kept for the evaluation = 300 s for 3 stages, minus each stage's load/save overhead
+    assert pipeline.stage_share(cfg, 1000.0, 3, None) == 100 - pipeline.STAGE_OVERHEAD_S
+    assert pipeline.stage_share(cfg, 1000.0, 3, 30.0) == 30.0  # a stage's own smaller budget wins
+    assert pipeline.stage_share(cfg, 1000.0 - 290, 1, None) == pipeline.MIN_STAGE_TRAIN_S  # late: a minimum
+    with pytest.raises(common.ConfigError, match="time_budget_s"):
+        common.config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 30})

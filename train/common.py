@@ -712,11 +712,13 @@ def adapter_identity(adapter: str | None) -> str | None:
 def inputs_hash(cfg, data_files: Iterable[str | os.PathLike | None], extra: dict | None = None) -> str:
     """sha256 over the config, the data files' contents, the base model and the adapter.
 
-    Paths are hashed by what they contain (data files, adapter weights), not by name; output_dir is
-    not an input.
+    Paths are hashed by what they contain (data files, adapter weights), not by name; output_dir and
+    time_budget_s are not inputs.
     """
     by_content = ("output_dir", "data", "eval_data", "adapter", "reward_model")
-    config = {k: v for k, v in config_to_dict(cfg).items() if k not in by_content}
+    # time_budget_s is an operational guard (the pipeline shares its deadline out), not an input:
+    # a stage the clock stopped early still counts as done for the same data and settings.
+    config = {k: v for k, v in config_to_dict(cfg).items() if k not in by_content + ("time_budget_s",)}
     payload = {
         "config": config,
         "data": {str(Path(p).name): file_sha256(p) for p in data_files if p},

@@ -44,6 +44,11 @@ POLICY_STAGES = ("pt", "sft", "dpo", "rl")
 # Set by the pipeline for every stage; a stage section may not set them.
 MANAGED_KEYS = ("model", "adapter", "quantization", "device", "output_dir", "data", "eval_data")
 MISSING_DATA = ("error", "skip")
+# With a pipeline time_budget_s: seconds kept back for the evaluation, and per stage for loading the
+# model, tokenising and saving (the stages' wall-clock stop only covers their training loop).
+EVAL_RESERVE_S = 60.0
+STAGE_OVERHEAD_S = 15.0
+MIN_STAGE_TRAIN_S = 10.0
 EVAL_FILE = "eval.json"
 SUMMARY_FILE = "pipeline.json"
 
@@ -59,6 +64,7 @@ class PipelineConfig:
     parent: str = field(default="auto", metadata={"help": "父版本：auto（数据库里同一基座最新的版本）、none 或版本 id"})
     continue_parent_adapter: bool = field(default=True, metadata={"help": "第一个策略阶段在父版本的适配器上继续训练（否则从基座新建 LoRA）"})
     missing_data: str = field(default="error", metadata={"help": "导出里没有某阶段需要的数据时：error 报错，skip 跳过该阶段并记录"})
+    time_budget_s: float | None = field(default=None, metadata={"help": "整条流水线的时间上限（秒）：剩余时间平均分给剩下的阶段（各阶段 time_budget_s 取较小者），并为评估预留时间"})
     label: str | None = field(default=None, metadata={"help": "新版本的名称（默认：run_dir 名 + 时间）"})
     register: bool = field(default=True, metadata={"help": "把新适配器登记为 feedback.db 里的新模型版本"})
     export: dict[str, Any] = field(default_factory=dict, metadata={"help": "train.export 的选项（ExportOptions 字段，如 eval_fraction、include_demo）"})
@@ -86,6 +92,8 @@ class PipelineConfig:
         if "rl" in self.stages and "reward_model" not in self.rl:
             if "rm" not in self.stages or self.stages.index("rm") > self.stages.index("rl"):
                 raise common.ConfigError("stages: rl 需要奖励模型：把 rm 放在 rl 之前，或在 rl: 中给出 reward_model")
+        if self.time_budget_s is not None and self.time_budget_s <= EVAL_RESERVE_S:
+            raise common.ConfigError(f"time_budget_s: 至少要大于评估预留的 {EVAL_RESERVE_S:.0f} 秒")
         if self.parent not in ("auto", "none") and not self.parent.isdigit():
             raise common.ConfigError(f"parent: 应为 auto、none 或版本 id，收到 {self.parent!r}")
         # Check every section now, so a typo in the last stage fails before the first one trains.
@@ -197,6 +205,13 @@ def _has_data(name: str, stage_cfg, export_dir: Path) -> bool:
     return path.is_file() and any(line.strip() for line in open(path, encoding="utf-8"))
 
 
+def stage_share(cfg: PipelineConfig, started: float, stages_left: int, own: float | None) -> float:
+    """This stage's training seconds: an equal share of what is left before the evaluation reserve."""
+    left = cfg.time_budget_s - (time.monotonic() - started) - EVAL_RESERVE_S
+    share = max(MIN_STAGE_TRAIN_S, left / stages_left - STAGE_OVERHEAD_S)
+    return min(share, own) if own else share
+
+
 def run_stage(name: str, stage_cfg, force: bool) -> tuple[Path, str]:
     module = STAGE_MODULES[name]
     digest = module.digest(stage_cfg)
@@ -256,12 +271,14 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
     policy_adapter = parent_adapter if cfg.continue_parent_adapter else None
     reward_model = cfg.rl.get("reward_model")
     statuses: dict[str, str] = {}
-    for name in cfg.stages:
+    for i, name in enumerate(cfg.stages):
         t0 = time.monotonic()
         adapter = policy_adapter if name in POLICY_STAGES else None
         stage_cfg = section_config(cfg, name, adapter=adapter, output_dir=str(run_dir / name),
                                    data=None if name == "pt" else str(export_dir),
                                    reward_model=reward_model if name == "rl" else None)
+        if cfg.time_budget_s is not None:
+            stage_cfg.time_budget_s = stage_share(cfg, started, len(cfg.stages) - i, stage_cfg.time_budget_s)
         if not _has_data(name, stage_cfg, export_dir):
             message = f"导出里没有 {name} 阶段需要的训练数据（见 {export_dir / 'manifest.json'}）"
             if cfg.missing_data == "error":

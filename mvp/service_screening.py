@@ -1,0 +1,139 @@
+"""Guided PHQ-9 / GAD-7 screening inside a conversation (part of `mvp.service.Service`).
+
+The clinician (playing the client) starts a screening in a conversation; the app records a client
+turn "（来访者同意开始……筛查）" and replies with the instrument's introduction and first question.
+While the screening runs, each client message is an answer: it is scored (the model through the
+engine, cross-checked by the rule scorer; disagreements and low confidence are marked for review),
+stored in feedback.db, and the reply is the follow-up (for a vague answer) or the next question.
+PHQ-9 item 9 above 0 (or risk words in an answer) starts the safety flow: the resources come first
+and the conversation is flagged. Clinicians can correct any item score; corrections are stored and
+exported as labelled data for the scorer.
+
+The running state (current item, pending follow-up) lives in memory per conversation; answered items
+are in the store as they happen, so a restart loses only the position in an unfinished screening.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from mvp import safety
+from mvp.assessment import AssessmentError, Screening, load_instruments
+
+SCREENING_STAGE = "assessment"
+
+
+class ScreeningMixin:
+    """Methods of Service for screenings; expects self.store, self.stages, self.engines, self.user."""
+
+    def _init_screening(self) -> None:
+        self.instruments = load_instruments()
+        self._screenings: dict[int, tuple[int, Screening]] = {}
+        self._screening_lock = threading.Lock()
+
+    def active_screening(self, conversation_id: int) -> tuple[int, Screening] | None:
+        return self._screenings.get(conversation_id)
+
+    def start_screening(self, name: str, conversation_id: int, instrument: str) -> dict:
+        """Start PHQ-9 or GAD-7 in a conversation; returns the stored reply (intro + first item)."""
+        user, conversation = self._conversation(name, conversation_id)
+        if instrument not in self.instruments:
+            raise AssessmentError(f"未知的量表 {instrument!r}（可选：{', '.join(self.instruments)}）")
+        if conversation["id"] in self._screenings:
+            raise AssessmentError("这个对话里已有一个进行中的筛查，请先完成或放弃它")
+        inst = self.instruments[instrument]
+        if conversation["stage_id"] != SCREENING_STAGE and SCREENING_STAGE in self.stages.by_id:
+            conversation = self.set_stage(name, conversation["id"], SCREENING_STAGE)
+        assessment_id = self.store.start_assessment(conversation["id"], inst.id)
+        screening = Screening(inst)
+        client_turn = self.store.add_user_message(
+            conversation["id"], f"（来访者同意开始{inst.name}筛查）", conversation["stage_id"]
+        )
+        text = f"{inst.intro}\n\n{screening.next_prompt()}"
+        message = self._store_scripted(conversation, client_turn, text, inst.id, 1)
+        self._screenings[conversation["id"]] = (assessment_id, screening)
+        return {"assessment_id": assessment_id, "message_id": message["id"], "text": text,
+                "screening": self.screening_state(name, conversation["id"])}
+
+    def _store_scripted(self, conversation: dict, parent_id: int, text: str, instrument: str, item: int | None,
+                        safety_info: dict | None = None) -> dict:
+        """Store a scripted (not generated) counsellor turn of a screening."""
+        message_id = self.store.add_assistant_message(
+            conversation["id"], parent_id, text, stage_id=conversation["stage_id"],
+            model_version_id=self.engines.primary_id,
+            gen_params={"scripted": True, "screening": instrument, "item": item},
+            metrics={"finish_reason": "stop", "new_tokens": 0, "prompt_tokens": 0, "ttft_s": 0.0,
+                     "total_s": 0.0, "dropped_turns": 0},
+            safety=safety_info,
+        )
+        return self.store.get_message(message_id)
+
+    def _screening_turn(self, conversation: dict, user_message_id: int, text: str, detection) -> dict:
+        """Score a client answer, store it, and store the next counsellor question."""
+        with self._screening_lock:
+            assessment_id, screening = self._screenings[conversation["id"]]
+            item = screening.instrument.item(screening.current_item)
+            engine = None if self.engines.primary.info.get("is_demo") else self.engines.primary
+            step = screening.answer(text, engine)
+            if not step.follow_up:
+                record = screening.items[-1]
+                self.store.record_item(
+                    assessment_id, record["item_no"], record["question"], record["answer"], record["score"],
+                    record["method"], needs_review=record["needs_review"], message_id=user_message_id,
+                )
+            risk = step.risk or (detection is not None and detection.is_crisis)
+            reply = screening.next_prompt()
+            if step.done:
+                reply = f"{reply}\n\n（{screening.instrument.name}总分 {screening.total}，{screening.band}）"
+                self.store.finish_assessment(assessment_id, screening.total, screening.band)
+                del self._screenings[conversation["id"]]
+        safety_info = None
+        if risk:
+            categories = detection.categories if detection is not None and detection.is_crisis else ("suicide",)
+            det = safety.Detection(tuple(categories), tuple(detection.evidence if detection else ()) or (f"{screening.instrument.id} item {item.no}",))
+            if not (detection is not None and detection.is_crisis):  # send() already flagged a detected crisis
+                self.store.add_flag(conversation["id"], "suicide", [f"{screening.instrument.id} 第{item.no}题：{text[:80]}"],
+                                    source="assessment", message_id=user_message_id)
+            preamble = safety.safety_message(det, self.resources)
+            reply = f"{preamble}\n\n{reply}"
+            safety_info = {"categories": list(det.categories), "evidence": list(det.evidence), "preamble": True,
+                           "preamble_chars": len(preamble) + 2, "blocked": False, "reasons": [], "original": None}
+        message = self._store_scripted(conversation, user_message_id, reply, screening.instrument.id,
+                                       None if step.done else screening.current_item, safety_info)
+        return message
+
+    def screening_state(self, name: str, conversation_id: int) -> dict:
+        """The side panel: every item (question, answer, score, how it was scored), total, band."""
+        _, conversation = self._conversation(name, conversation_id)
+        active = self._screenings.get(conversation["id"])
+        assessments = self.store.list_assessments(conversation["id"])
+        if not assessments:
+            return {"assessment_id": None, "active": False, "items": [], "total": 0, "band": ""}
+        latest = self.store.get_assessment(assessments[-1]["id"])
+        instrument = self.instruments.get(latest["instrument"])
+        items = latest["items"]
+        total = sum((i["clinician_score"] if i["clinician_score"] is not None else (i["score"] or 0)) for i in items)
+        return {
+            "assessment_id": latest["id"],
+            "instrument": latest["instrument"],
+            "active": active is not None and active[0] == latest["id"],
+            "current_item": active[1].current_item if active else None,
+            "items": items,
+            "total": total,
+            "band": instrument.band(total) if instrument else "",
+            "needs_review": sum(1 for i in items if i["needs_review"]),
+        }
+
+    def correct_item(self, name: str, assessment_id: int, item_no: int, score: Any) -> dict:
+        """A clinician's correction of one item score (a rating of the scorer's judgement)."""
+        user = self.user(name)
+        if user["role"] == "demo":
+            raise AssessmentError("演示账号不能更正评分")
+        assessment = self.store.get_assessment(assessment_id)
+        self._conversation(name, assessment["conversation_id"])
+        self.store.correct_item(assessment["id"], item_no, score, user["name"])
+        active = self._screenings.get(assessment["conversation_id"])
+        if active and active[0] == assessment["id"]:
+            active[1].correct(item_no, score)
+        return self.screening_state(name, assessment["conversation_id"])
