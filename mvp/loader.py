@@ -200,7 +200,8 @@ def load_model(
         kwargs["num_labels"] = num_labels
     if qconfig is not None:
         kwargs["quantization_config"] = qconfig
-        kwargs["device_map"] = {"": 0} if device == "cuda" else "cpu"
+        # Under `accelerate launch` each process owns the GPU of its LOCAL_RANK (QLoRA on several GPUs).
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))} if device == "cuda" else "cpu"
     try:
         tokenizer = load_tokenizer(model_path)
         with warnings.catch_warnings():

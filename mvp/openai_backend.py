@@ -180,7 +180,11 @@ class OpenAIEngine:
             timeout=openai.Timeout(self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s)),
         )
 
-        # Tokenizer: an explicit one (object or path) must load; otherwise try the model name.
+        self.server_models: list[dict] | None = self.list_models() if probe else None
+
+        # Tokenizer: an explicit one (object or path) must load; otherwise try the model name, then
+        # what vLLM reports for it (a LoRA's base model `parent`, or the served folder `root`).
+        self.tokenizer = None
         self.tokenizer_source = None
         if tokenizer is not None and not isinstance(tokenizer, (str, Path)):
             self.tokenizer = tokenizer
@@ -189,8 +193,13 @@ class OpenAIEngine:
             self.tokenizer = load_local_tokenizer(str(tokenizer), required=True)
             self.tokenizer_source = str(tokenizer)
         else:
-            self.tokenizer = load_local_tokenizer(model)
-            self.tokenizer_source = model if self.tokenizer is not None else None
+            entry = self._served_entry() or {}
+            for name in dict.fromkeys([model, entry.get("parent"), entry.get("root")]):
+                if isinstance(name, str) and name:
+                    self.tokenizer = load_local_tokenizer(name)
+                    if self.tokenizer is not None:
+                        self.tokenizer_source = name
+                        break
 
         if prompt_format is None or prompt_format == "chat":
             has_template = self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None)
@@ -199,7 +208,6 @@ class OpenAIEngine:
             prompt_format = PlainFormat()
         self.format = prompt_format
 
-        self.server_models: list[dict] | None = self.list_models() if probe else None
         context = self._context_tokens()
         if max_context_tokens:
             context = min(context, int(max_context_tokens)) if self._context_known else int(max_context_tokens)
@@ -362,26 +370,31 @@ class OpenAIEngine:
         try:
             stream = self._create(fit, params)
             gen.attach(stream)
-            for chunk in stream:
-                if gen.cancel_event.is_set():
-                    break
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                for choice in chunk.choices or []:
-                    delta = getattr(choice, "delta", None)
-                    text = delta.content if delta is not None else getattr(choice, "text", None)
-                    if text:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        received.append(text)
-                        gen.deltas.put(text)
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+            try:
+                for chunk in stream:
+                    if gen.cancel_event.is_set():
+                        break
+                    if getattr(chunk, "usage", None):
+                        usage = chunk.usage
+                    for choice in chunk.choices or []:
+                        delta = getattr(choice, "delta", None)
+                        text = delta.content if delta is not None else getattr(choice, "text", None)
+                        if text:
+                            if first_token_at is None:
+                                first_token_at = time.perf_counter()
+                            received.append(text)
+                            gen.deltas.put(text)
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+            except Exception:
+                if not gen.cancel_event.is_set():
+                    raise
+                # cancel() shut the socket under the reader: a cancelled reply, not a failure.
             cancelled = gen.cancel_event.is_set()
             if finish is None and not cancelled:
                 raise _StreamCut()
-            total = time.perf_counter() - started
-            text, stopped = cut_at_stop("".join(received), self.format.stop_strings)
+            raw = "".join(received)
+            text, stopped = cut_at_stop(raw, self.format.stop_strings)
             if stopped or (finish == "stop" and not cancelled):
                 reason = "stop"
             elif cancelled:
@@ -389,34 +402,20 @@ class OpenAIEngine:
             else:
                 reason = "length" if finish == "length" else "stop"
             # usage counts what the server generated; after a cancel it never arrives: count here.
-            new_tokens = usage.completion_tokens if usage and not cancelled else self.count_tokens("".join(received))
+            new_tokens = usage.completion_tokens if usage and not cancelled else self.count_tokens(raw)
             gen.result = ReplyResult(
                 text=text,
                 finish_reason=reason,
                 prompt_tokens=usage.prompt_tokens if usage else fit.prompt_tokens,
                 new_tokens=int(new_tokens),
                 ttft_s=(first_token_at - started) if first_token_at else None,
-                total_s=total,
+                total_s=time.perf_counter() - started,
                 dropped_turns=fit.dropped_turns,
                 params=params.to_dict(),
                 model=self.info,
             )
-        except Exception as exc:
-            if gen.cancel_event.is_set() and gen.attached:
-                # cancel() closed the stream under the reader: a cancelled reply, not a failure.
-                gen.result = ReplyResult(
-                    text=cut_at_stop("".join(received), self.format.stop_strings)[0],
-                    finish_reason="cancelled",
-                    prompt_tokens=fit.prompt_tokens,
-                    new_tokens=self.count_tokens("".join(received)),
-                    ttft_s=(first_token_at - started) if first_token_at else None,
-                    total_s=time.perf_counter() - started,
-                    dropped_turns=fit.dropped_turns,
-                    params=params.to_dict(),
-                    model=self.info,
-                )
-            else:
-                gen.error = GenerationError(self.explain(exc, partial="".join(received)))
+        except Exception as exc:  # no result: the service shows the message and stores no reply
+            gen.error = GenerationError(self.explain(exc, partial="".join(received)))
         finally:
             gen.detach()
             if stream is not None:
@@ -431,7 +430,7 @@ class OpenAIEngine:
         """A message for the clinician saying what went wrong with the model server and what to do."""
         import openai
 
-        where = f"模型服务 {self.base_url}"
+        where = f"模型服务（{self.base_url}）"
         lost = f"（已生成的 {len(partial)} 个字未保存）" if partial else ""
         if isinstance(exc, _StreamCut):
             return f"{where} 在回复中途结束了连接{lost}：请稍后重新生成"
@@ -471,13 +470,11 @@ class _RemoteGeneration(Generation):
     def __init__(self, stop_strings: Sequence[str] = ()):
         super().__init__(stop_strings)
         self._stream = None
-        self.attached = False
         self._lock = threading.Lock()
 
     def attach(self, stream) -> None:
         with self._lock:
             self._stream = stream
-            self.attached = True
         if self.cancel_event.is_set():
             self._interrupt()
 

@@ -23,10 +23,12 @@ PASSWORD = "reliab-pass-123"
 # role of each seeded account
 ACCOUNTS = {"boss": "admin", "wang": "clinician", "li": "clinician", "expo": "demo"}
 # Tables whose rows the app writes; compared before and after every call.
-TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flags", "deletion_log")
+TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flags", "deletion_log", "assessments",
+          "assessment_items")
 # Named API endpoints registered by mvp.ui.register_api.
 ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/history", "/rate", "/thumb",
-             "/compare", "/choose", "/flags", "/review_flag", "/delete_conversation")
+             "/compare", "/choose", "/flags", "/review_flag", "/start_screening", "/screening", "/correct_item",
+             "/delete_conversation")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.ui.user_errors: an exception the service did not expect
 

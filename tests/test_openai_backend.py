@@ -101,6 +101,26 @@ def test_wrong_model_name_is_a_clear_error(server):
     assert server.model in str(info.value) and gen.result is None
 
 
+def test_factory_reads_the_key_from_the_named_variable_and_versions_reopen(server, monkeypatch, tmp_path):
+    from mvp.config import load_config
+    from mvp.openai_backend import engine_for_version, make_openai_engine
+    from mvp.store import Store
+
+    monkeypatch.setenv("COUNSEL_KEY", "secret-123")
+    config = load_config(["--backend", "openai", "--base-url", server.base_url, "--model", server.model,
+                          "--api-key-env", "COUNSEL_KEY", "--prompt-format", "plain"])
+    engine = make_openai_engine(config)
+    assert engine.client.api_key == "secret-123" and isinstance(engine.format, PlainFormat)
+    store = Store(tmp_path / "f.db")
+    info = engine.info
+    vid = store.register_model_version(info["base_model"], info["adapter"], info["quantization"], info["backend"],
+                                       info["served_name"], info["base_url"])
+    version = store.get_model_version(vid)
+    assert (version["backend"], version["served_name"], version["base_url"]) == ("openai", server.model, server.base_url)
+    again = engine_for_version(version, config)  # what the blind arena loads for a served opponent
+    assert again.generate(MESSAGES, GenerationParams(max_new_tokens=4, temperature=0)).new_tokens > 0
+
+
 # -- failures without a server ------------------------------------------------------------------
 def test_server_down_is_a_clear_error():
     down = OpenAIEngine(f"http://127.0.0.1:{free_port()}/v1", "m", timeout_s=5, probe=False)

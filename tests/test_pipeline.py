@@ -233,3 +233,15 @@ def test_time_budget_is_shared_among_the_remaining_stages(monkeypatch):
     assert pipeline.stage_share(cfg, 1000.0 - 290, 1, None) == pipeline.MIN_STAGE_TRAIN_S  # late: a minimum
     with pytest.raises(common.ConfigError, match="time_budget_s"):
         common.config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 30})
+
+
+def test_empty_eval_split_registers_without_evaluation(tmp_path, tiny_model_dir):
+    from train.pipeline import main
+
+    db = tmp_path / "feedback.db"
+    seed_feedback_db(db, str(tiny_model_dir), conversations=3)
+    config = write_config(tmp_path, tiny_model_dir, db, stages=["sft"], export={"eval_fraction": 0.0, "scrub": False},
+                          sft={"max_steps": 1, "max_length": 256})
+    assert main(["--config", str(config)]) == 0
+    new = Store(db).list_model_versions()[-1]
+    assert new["metrics"]["evaluation_skipped"] and new["adapter"]

@@ -218,19 +218,22 @@ def test_preference_losses_continue_the_sft_adapter(tmp_path, tiny_model_dir, ex
     generates(tiny_model_dir, out)
 
 
-@pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
+@pytest.mark.parametrize("algorithm, safety_penalty", [("rloo", 0.0), ("grpo", 1.0)])
 def test_rl_against_the_reward_model(tmp_path, tiny_model_dir, export_dir, sft_adapter, rm_adapter,
-                                     snapshot, algorithm):
+                                     snapshot, algorithm, safety_penalty):
     from train.rl import RLStageConfig, run
 
+    if safety_penalty:
+        pytest.importorskip("mvp.safety")
     out = run(RLStageConfig(**tiny_args(
         tiny_model_dir, tmp_path / algorithm, data=str(export_dir), adapter=str(sft_adapter),
         reward_model=str(rm_adapter), algorithm=algorithm, num_generations=2, max_completion_length=8,
-        max_samples=4)))
+        max_samples=4, safety_penalty=safety_penalty)))
     snapshot.check()
     info = check_output(out, f"rl:{algorithm}")
     assert info["data"]["prompts"]["distinct_prompts"] == 4
     assert "last_reward" in info["metrics"]
+    assert info["safety_penalty"] == safety_penalty
     generates(tiny_model_dir, out)
 
 
@@ -510,3 +513,13 @@ def test_example_gpu_configs_parse(name, stage):
     path = Path(__file__).resolve().parent.parent / "train" / "configs" / name
     cfg = common.parse_config(getattr(module, cls), ["--config", str(path)], prog="t", description="t")
     assert cfg.quantization == "auto" and cfg.model.startswith("Qwen/")
+
+
+def test_safety_reward_penalises_blocked_replies():
+    pytest.importorskip("mvp.safety")
+    from train.rl import safety_reward
+
+    reward = safety_reward()
+    replies = [[{"role": "assistant", "content": "我是真人咨询师，不是AI。"}],
+               [{"role": "assistant", "content": "听起来你最近很辛苦，愿意多说说吗？"}]]
+    assert reward(prompts=[[], []], completions=replies) == [-1.0, 0.0]

@@ -521,6 +521,9 @@ def resolve_data(data: str, eval_data: str | None, kind: str) -> DataFiles:
     if path.is_dir():
         train = path / "trl" / f"{kind}_train.jsonl"
         if not train.is_file():
+            if (path / "manifest.json").is_file():  # train.export writes no file for a kind without rows
+                raise DataError(f"data: 导出 {data} 里没有 {kind} 训练数据（trl/{kind}_train.jsonl 不存在，"
+                                f"即 0 行；各类数量和丢弃原因见 manifest.json）")
             raise DataError(f"data: {data} 里没有 trl/{kind}_train.jsonl；请先用 `python -m train.export` 导出")
         ev = Path(eval_data) if eval_data else path / "trl" / f"{kind}_eval.jsonl"
         manifest = path / "manifest.json"

@@ -301,9 +301,15 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
     t0 = time.monotonic()
     eval_cfg = eval_config(cfg, adapter=str(published), parent_adapter=parent_adapter, data=str(export_dir),
                            reward_model=reward_model, out=str(run_dir / EVAL_FILE))
-    metrics = run_evaluation(eval_cfg, force)
+    if has_eval_data(export_dir, eval_cfg.split):
+        metrics = run_evaluation(eval_cfg, force)
+        print(evaluate.table(metrics), flush=True)
+    else:  # a small database can leave the eval split empty: register anyway, and say so
+        common.log("evaluate", f"导出的 {eval_cfg.split} 划分没有 SFT 对话或偏好对，跳过评估"
+                               "（可调大 export.eval_fraction）")
+        metrics = {"new": {}, "parent": {}, "implicit_preference_accuracy": None,
+                   "implicit_reward_margin": None, "skipped": f"no {eval_cfg.split} data in the export"}
     timings["evaluate"] = round(time.monotonic() - t0, 2)
-    print(evaluate.table(metrics), flush=True)
 
     version_id = None
     quantization = serving_quantization(cfg)
@@ -312,7 +318,8 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
         version_metrics = {"new": metrics["new"], "parent": metrics["parent"],
                            "implicit_preference_accuracy": metrics["implicit_preference_accuracy"],
                            "implicit_reward_margin": metrics["implicit_reward_margin"],
-                           "stages": cfg.stages, "eval_file": str((run_dir / EVAL_FILE).resolve())}
+                           "stages": cfg.stages, "eval_file": str((run_dir / EVAL_FILE).resolve()),
+                           **({"evaluation_skipped": metrics["skipped"]} if "skipped" in metrics else {})}
         existing = {(v["base_model"], v["adapter"], v["quantization"]): v["id"] for v in store.list_model_versions()}
         version_id = store.register_model_version(
             cfg.base_model, adapter=str(published), quantization=quantization, backend="inprocess",
@@ -333,6 +340,14 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     common.log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。用新版本启动应用：{summary['serve']}")
     return summary
+
+
+def has_eval_data(export_dir: Path, split: str) -> bool:
+    for kind in ("sft", "dpo"):
+        path = export_dir / "trl" / f"{kind}_{split}.jsonl"
+        if path.is_file() and any(line.strip() for line in open(path, encoding="utf-8")):
+            return True
+    return False
 
 
 def run_evaluation(eval_cfg: evaluate.EvalConfig, force: bool) -> dict:

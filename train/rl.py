@@ -114,25 +114,15 @@ def load_reward_model(cfg: RLStageConfig, device: str):
 
 
 def safety_reward():
-    """-1 for a reply mvp.safety.screen_reply flags, else 0 (weighted by safety_penalty); None if absent."""
+    """-1 for a reply mvp.safety.screen_reply blocks, else 0 (weighted by safety_penalty); None if absent."""
     try:
         from mvp.safety import screen_reply
     except ImportError:
         return None
 
-    def flagged(result) -> bool:
-        for name in ("blocked", "flagged"):
-            if hasattr(result, name):
-                return bool(getattr(result, name))
-        if hasattr(result, "ok"):
-            return not result.ok
-        if isinstance(result, dict):
-            return bool(result.get("blocked") or result.get("flagged"))
-        return bool(result)
-
     def safety(prompts, completions, **kwargs) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
-        return [-1.0 if flagged(screen_reply(t)) else 0.0 for t in texts]
+        return [-1.0 if screen_reply(t).blocked else 0.0 for t in texts]
 
     return safety
 
