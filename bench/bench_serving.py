@@ -295,7 +295,8 @@ def main(argv=None) -> int:
     parser.add_argument("--clients", type=int, default=8, help="clinicians asking at the same moment")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per reply")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per backend after one warm-up round")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the model, every backend")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the model, every backend (1: on 2 shared cores 2 threads thrash)")
     parser.add_argument("--plain-serve", action="store_true", help="also transformers serve without continuous batching")
     parser.add_argument("--no-app", action="store_true", help="skip the runs through the app")
     args = parser.parse_args(argv)

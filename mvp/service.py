@@ -28,6 +28,7 @@ from mvp.engine import GenerationError, GenerationParams
 from mvp.service_screening import ScreeningMixin
 from mvp.stages import Stages, build_messages
 from mvp.store import NotFoundError, PermissionDeniedError, Store, StoreError, ValidationError
+from mvp.store.validation import MAX_MESSAGE_CHARS, check_text
 
 RATING_FILE = Path(__file__).resolve().parent.parent / "config" / "rating.yaml"
 DIMENSIONS = ("overall", "empathy", "professionalism", "safety", "guidance")
@@ -197,7 +198,7 @@ class Service(ScreeningMixin):
         text = text.strip()
         if not text:
             raise ServiceError("消息为空，已忽略")
-        return text
+        return check_text(text, "消息", MAX_MESSAGE_CHARS)
 
     def detect(self, text: str) -> safety.Detection:
         """The rule layer, combined with the model check when one is configured."""
@@ -217,9 +218,13 @@ class Service(ScreeningMixin):
         """Store the client message and stream the model's reply (see the module docstring)."""
         user, conversation = self._conversation(name, conversation_id)
         text = self.check_message(text)
-        if stage_id and stage_id != conversation["stage_id"]:
-            conversation = self.set_stage(name, conversation["id"], stage_id)
+        # Everything that can refuse the turn is checked before anything is written.
+        stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
         detection = self.detect(text)
+        if not self.active_screening(conversation["id"]):
+            self._check_fits(conversation, stage, text, params, detection)
+        if stage.id != conversation["stage_id"]:
+            conversation = self.set_stage(name, conversation["id"], stage.id)
         user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"])
         if detection.is_crisis:
             for category in detection.categories:
@@ -232,6 +237,14 @@ class Service(ScreeningMixin):
             yield Event(message["content"], done=True, message=message)
             return
         yield from self._reply(conversation, user_message_id, params, detection)
+
+    def _check_fits(self, conversation: dict, stage, text: str, params: GenerationParams | None, detection) -> None:
+        """Raise ContextTooLongError / a store ValidationError before the client message is stored."""
+        history = self.store.get_history(conversation["id"], include_notices=False)
+        engine = self.engines.primary
+        params = params or engine.default_params()
+        messages = build_messages(self._instruction(stage, detection), history + [{"role": "user", "content": text}])
+        engine.budget.fit(messages, params.max_new_tokens)
 
     def regenerate(self, name: str, conversation_id: int, params: GenerationParams | None = None) -> Iterator[Event]:
         """A new reply to the newest client message; the earlier one is kept as an alternative."""
@@ -254,10 +267,14 @@ class Service(ScreeningMixin):
     def _context(self, conversation: dict, parent_id: int, detection) -> tuple[list[dict], str]:
         path = self.store.get_path(parent_id)
         stage = self.stages.get(conversation["stage_id"])
-        instruction = stage.instruction
+        return build_messages(self._instruction(stage, detection), path), stage.id
+
+    @staticmethod
+    def _instruction(stage, detection) -> str:
+        """The system prompt of a turn: the stage's instruction, after the crisis one on a crisis."""
         if detection is not None and detection.is_crisis:
-            instruction = safety.CRISIS_INSTRUCTION + "\n\n" + instruction
-        return build_messages(instruction, path), stage.id
+            return safety.CRISIS_INSTRUCTION + "\n\n" + stage.instruction
+        return stage.instruction
 
     def _reply(
         self,

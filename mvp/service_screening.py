@@ -38,7 +38,7 @@ class ScreeningMixin:
     def start_screening(self, name: str, conversation_id: int, instrument: str) -> dict:
         """Start PHQ-9 or GAD-7 in a conversation; returns the stored reply (intro + first item)."""
         user, conversation = self._conversation(name, conversation_id)
-        if instrument not in self.instruments:
+        if not isinstance(instrument, str) or instrument not in self.instruments:
             raise AssessmentError(f"未知的量表 {instrument!r}（可选：{', '.join(self.instruments)}）")
         if conversation["id"] in self._screenings:
             raise AssessmentError("这个对话里已有一个进行中的筛查，请先完成或放弃它")

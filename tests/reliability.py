@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import statistics
 from pathlib import Path
@@ -31,6 +32,24 @@ ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/
              "/delete_conversation")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.ui.user_errors: an exception the service did not expect
+
+
+def start_app(model_dir: Path, db: Path, log: Path, max_new_tokens: int):
+    """LiveApp with replies capped at `max_new_tokens` and one torch thread in the app process.
+
+    One thread: on the shared 2-core machines, torch's default (a thread per core) made the tiny
+    model's replies up to 30x slower whenever other processes ran (OpenMP threads wait on each other)."""
+    from tests.live_app import LiveApp
+
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by the subprocess LiveApp starts, here and now only
+    try:
+        return LiveApp(model_dir, db, log, *fast_args(max_new_tokens))
+    finally:
+        if saved is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def fast_args(max_new_tokens: int) -> tuple[str, ...]:

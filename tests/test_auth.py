@@ -18,8 +18,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from tests.live_app import LiveApp
-from tests.reliability import ENDPOINTS, PASSWORD, clean_error, digest, fast_args, rows, seed_accounts
+from tests.reliability import ENDPOINTS, PASSWORD, clean_error, digest, rows, seed_accounts, start_app
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +34,7 @@ def app(tiny_model_dir, tmp_path_factory):
     store = seed_accounts(db, {"boss": "admin", "wang": "clinician", "li": "clinician", "expo": "demo",
                                "gone": "clinician", "late": "clinician"})
     store.disable_user("gone")
-    live = LiveApp(tiny_model_dir, db, tmp / "app.log", *fast_args(REPLY_TOKENS))
+    live = start_app(tiny_model_dir, db, tmp / "app.log", REPLY_TOKENS)
     yield live
     live.stop()
 

@@ -20,8 +20,7 @@ import pytest
 from gradio_client import Client
 
 from mvp.store import Store
-from tests.live_app import LiveApp
-from tests.reliability import PASSWORD, fast_args, integrity, rows, seed_accounts
+from tests.reliability import PASSWORD, integrity, rows, seed_accounts, start_app
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +90,7 @@ def test_kill_dash_nine_loses_no_acknowledged_rating(tiny_model_dir, tmp_path):
     names = [f"w{i}" for i in range(WRITERS)]
     store = seed_accounts(db, {**{n: "clinician" for n in names}, "chat": "clinician"})
     targets = {n: seed_replies(store, n, REPLIES_PER_WRITER) for n in names}
-    app = LiveApp(tiny_model_dir, db, tmp_path / "app-1.log", *fast_args(REPLY_TOKENS))
+    app = start_app(tiny_model_dir, db, tmp_path / "app-1.log", REPLY_TOKENS)
 
     out = {"acks": [], "chats": [], "errors": [], "lock": threading.Lock(), "ready": threading.Semaphore(0)}
     stop = threading.Event()
@@ -128,7 +127,7 @@ def test_kill_dash_nine_loses_no_acknowledged_rating(tiny_model_dir, tmp_path):
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         conn.close()
-    restarted = LiveApp(tiny_model_dir, db, tmp_path / "app-2.log", *fast_args(REPLY_TOKENS))
+    restarted = start_app(tiny_model_dir, db, tmp_path / "app-2.log", REPLY_TOKENS)
     try:
         stored = {r["id"]: r for r in rows(db, "SELECT * FROM ratings")}
         missing = [a for a in acks if a["id"] not in stored]

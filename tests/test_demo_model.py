@@ -19,8 +19,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from mvp import demo_model as dm  # noqa: E402
 from mvp import tiny_lm  # noqa: E402
 
-QUICK_STEPS = 80
-# The quick build (80 steps, vocab 1000) reaches about 0.2x the untrained perplexity; 0.5x leaves room
+QUICK_STEPS = 150
+# The quick build (150 steps, vocab 1000) reaches about 0.15x the untrained perplexity; 0.5x leaves room
 # for other machines while still failing if training did nothing useful.
 MAX_PPL_RATIO = 0.5
 CHINESE = "我最近总是睡不着，心里很焦虑，不知道该怎么办。"
@@ -62,7 +62,9 @@ def test_folder_is_complete_and_loads_offline(built, loaded):
 
 def test_reloaded_tokenizer_encodes_like_the_one_trained(built, loaded):
     _, reloaded = loaded
-    trained = tiny_lm.train_tokenizer(tiny_lm.dialogue_texts(dm.training_dialogues()[:160]), 1000)
+    trained = tiny_lm.train_tokenizer(
+        tiny_lm.dialogue_texts(dm.training_dialogues()[: dm.QUICK.max_train_dialogues]), dm.QUICK.vocab_size
+    )
     messages = [{"role": "system", "content": dm.GENERIC_SYSTEM_PROMPT}, {"role": "user", "content": CHINESE}]
     text = trained.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert reloaded(text)["input_ids"] == trained(text)["input_ids"]
@@ -87,7 +89,8 @@ def test_heldout_perplexity_far_below_untrained(built, loaded):
     # The reloaded folder scores the same as the model did in memory.
     model, tokenizer = loaded
     evaluated = [d for d in dm.heldout_dialogues() if d["id"] in set(info["data"]["eval_dialogue_ids"])]
-    assert dm.eval_perplexity(model, tokenizer, evaluated) == pytest.approx(trained, rel=1e-3)
+    ppl = dm.eval_perplexity(model, tokenizer, evaluated, max_length=info["settings"]["max_length"])
+    assert ppl == pytest.approx(trained, rel=1e-3)
 
 
 def test_no_heldout_dialogue_is_trained_on(built):
@@ -174,7 +177,8 @@ def test_windows_are_whole_turns_under_the_length_limit(loaded):
     messages = [{"role": "system", "content": dm.GENERIC_SYSTEM_PROMPT}, *dialogue["messages"]]
     assert whole["input_ids"] == tokenizer.apply_chat_template(messages, return_dict=False)
     scored = tokenizer.decode([t for t, m in zip(whole["input_ids"], whole["assistant_mask"]) if m])
-    assert scored == "".join(m["content"] + "<|im_end|>" for m in dialogue["messages"] if m["role"] == "assistant")
+    replies = [m["content"] + "<|im_end|>" for m in dialogue["messages"] if m["role"] == "assistant"]
+    assert scored == "".join(replies)
 
     windows = dm.encode_windows(tokenizer, dm.training_dialogues()[:20], 128, dm.STAGE_SYSTEM_PROMPTS)
     start = tokenizer.convert_tokens_to_ids("<|im_start|>")
@@ -192,3 +196,17 @@ def test_cli_leaves_a_complete_build_alone(built, capsys):
     assert "already built" in capsys.readouterr().out
     assert (built / "model.safetensors").stat().st_mtime_ns == before
     assert dm.ensure_demo_model(built) == built
+
+
+@pytest.mark.parametrize(("seconds_per_step", "expected"), [({2: 1.0, 1: 0.2}, 1), ({2: 0.1, 1: 0.2}, 2)])
+def test_thread_tuner_keeps_the_faster_thread_count(seconds_per_step, expected):
+    tuner = dm.ThreadTuner([2, 1], every_s=5.0, probe=3)
+    now, used = 0.0, []
+    for step in range(60):
+        threads = tuner.threads_for_next_step(step, now)
+        used.append(threads)
+        now += seconds_per_step[threads]
+        tuner.record(threads, seconds_per_step[threads], step)
+    assert tuner.best == expected
+    assert used[0] == 2
+    assert used.count(3 - expected) < len(used) / 3  # the slower count only runs in probes

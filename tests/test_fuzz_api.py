@@ -16,8 +16,10 @@ gradio_client refuses to encode NaN or a lone surrogate although any other HTTP 
 gradio_client turns the same error event into `AppError(message)`, which
 `test_gradio_client_sees_app_error` checks on a fixed set of bad inputs.
 
-The budget is fixed (MAX_EXAMPLES per endpoint, derandomized, no shrinking) so the run is
-repeatable and bounded; the number of inputs tried is printed and written to test-artifacts/fuzz.json.
+The budget is fixed (MAX_EXAMPLES per endpoint plus hand-picked EXPLICIT cases, derandomized, no
+shrinking) so the run is repeatable and bounded; the number of inputs tried is printed and written to
+test-artifacts/fuzz.json with every finding and its exact input. Bugs already reported (KNOWN_BUGS)
+are recorded there without failing the endpoint tests; each has its own xfail(strict) regression test.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import json
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -35,7 +36,6 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from mvp.cases import load_cases
-from tests.live_app import LiveApp
 from tests.reliability import (
     ARTIFACTS,
     ENDPOINTS,
@@ -44,9 +44,9 @@ from tests.reliability import (
     clean_error,
     counts,
     digest,
-    fast_args,
     rows,
     seed_accounts,
+    start_app,
 )
 
 pytestmark = pytest.mark.slow
@@ -209,18 +209,10 @@ EXPLICIT = {
 }
 
 
-# Bugs found by this file and reported (issue 7) with their fix; the fix is not applied yet. A finding
-# that matches one is recorded in fuzz.json as known instead of failing the endpoint's test, and the
-# bug's own regression test below is an xfail(strict=True): once the fix lands it XPASSes, which
-# fails, so that its marker and its entry here are removed together.
-KNOWN_BUGS = {
-    "id-over-int64": lambda f: "OverflowError" in f["message"],
-    "orphan-user-message": lambda f: f["endpoint"] == "/chat" and "太长" in f["message"]
-    and f["problems"] == ["a refused call changed feedback.db (row-count delta {'messages': 1})"],
-    "stage-set-before-validation": lambda f: f["endpoint"] == "/chat"
-    and f["problems"] == ["a refused call changed feedback.db (row-count delta none: an update)"],
-    "instrument-not-a-string": lambda f: f["endpoint"] == "/start_screening" and "TypeError" in f["message"],
-}
+# Bugs found by this file, by name -> a predicate on a finding. A finding that matches one is recorded
+# in fuzz.json as known instead of failing the endpoint's test; each has its own regression test
+# below (an xfail(strict=True) until its fix lands).
+KNOWN_BUGS: dict = {}  # all four found so far are fixed; their regression tests are below
 
 
 def known_bug(finding: dict) -> str | None:
@@ -233,7 +225,7 @@ def world(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     db = tmp / "feedback.db"
     seed_accounts(db)
-    app = LiveApp(tiny_model_dir, db, tmp / "app.log", *fast_args(REPLY_TOKENS))
+    app = start_app(tiny_model_dir, db, tmp / "app.log", REPLY_TOKENS)
     wang = Client(app.url, auth=("wang", PASSWORD), verbose=False)
     li = Client(app.url, auth=("li", PASSWORD), verbose=False)
     boss = Client(app.url, auth=("boss", PASSWORD), verbose=False)
@@ -263,16 +255,19 @@ def world(tiny_model_dir, tmp_path_factory):
     for c in (wang, li, boss):
         c.close()
     app.stop()
+    fuzzed = {k: v for k, v in TRIED.items() if not k.startswith("gradio_client:")}
     report = {
         "max_examples_per_endpoint": MAX_EXAMPLES,
         "inputs_tried": dict(TRIED), "inputs_tried_total": sum(TRIED.values()),
+        "property_inputs": sum(fuzzed.values()), "gradio_client_inputs": sum(TRIED.values()) - sum(fuzzed.values()),
         "accepted": dict(ACCEPTED), "refused": {k: TRIED[k] - ACCEPTED[k] for k in TRIED},
         "findings": FINDINGS, "seconds": round(time.monotonic() - started, 1),
     }
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fuzz.json").write_text(json.dumps(report, ensure_ascii=True, indent=1, default=repr))
-    print(f"\nfuzz: {report['inputs_tried_total']} inputs tried over {len(TRIED)} endpoints "
-          f"({', '.join(f'{k} {v}' for k, v in sorted(TRIED.items()))}); "
+    print(f"\nfuzz: {report['inputs_tried_total']} inputs tried: {report['property_inputs']} generated over "
+          f"{len(fuzzed)} endpoints ({', '.join(f'{k} {v}' for k, v in sorted(fuzzed.items()))}) and "
+          f"{report['gradio_client_inputs']} through gradio_client; "
           f"{sum(ACCEPTED.values())} accepted; {len(FINDINGS)} findings "
           f"({dict(Counter(f['known_bug'] or 'new' for f in FINDINGS))}) -> test-artifacts/fuzz.json")
 
@@ -402,8 +397,6 @@ def test_gradio_client_sees_app_error(world):
 
 
 # -- regression tests for the bugs found (see KNOWN_BUGS) ----------------------------------------------
-@pytest.mark.xfail(strict=True, reason="known bug id-over-int64: an id >= 2**63 reaches SQLite and raises "
-                   "OverflowError (fix: upper bound in mvp.store.validation.check_id)")
 @pytest.mark.parametrize("api_name, kwargs", [
     ("/history", {"conversation_id": 2**63}),
     ("/rate", {"message_id": 2**64, "overall": 3}),
@@ -414,8 +407,6 @@ def test_id_beyond_sqlite_integer_is_refused_cleanly(world, api_name, kwargs):
     assert clean_error(info.value.message) is None, info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="known bug orphan-user-message: a message over the model's context "
-                   "is stored before the context check fails (fix: check the fit in Service.send first)")
 def test_message_over_the_context_writes_nothing(world):
     client, db = world["wang"], world["db"]
     conv = client.predict(stage_id="", case_id="", api_name="/new_conversation")["id"]
@@ -427,8 +418,6 @@ def test_message_over_the_context_writes_nothing(world):
     assert [m["role"] for m in rows(db, "SELECT role FROM messages WHERE conversation_id = ?", (conv,))] == []
 
 
-@pytest.mark.xfail(strict=True, reason="known bug stage-set-before-validation: /chat with an invalid message "
-                   "and a new stage changes the stage (fix: validate the message fully before set_stage)")
 def test_refused_message_does_not_change_the_stage(world):
     client, db = world["wang"], world["db"]
     conv = client.predict(stage_id="intake", case_id="", api_name="/new_conversation")["id"]
@@ -437,8 +426,6 @@ def test_refused_message_does_not_change_the_stage(world):
     assert rows(db, "SELECT stage_id FROM conversations WHERE id = ?", (conv,))[0]["stage_id"] == "intake"
 
 
-@pytest.mark.xfail(strict=True, reason="known bug instrument-not-a-string: /start_screening with a list as "
-                   "instrument raises TypeError (unhashable) (fix: isinstance check in start_screening)")
 def test_screening_instrument_of_wrong_type_is_refused_cleanly(world):
     client = world["wang"]
     conv = client.predict(stage_id="", case_id="", api_name="/new_conversation")["id"]

@@ -24,8 +24,7 @@ from collections import defaultdict
 import pytest
 from gradio_client import Client
 
-from tests.live_app import LiveApp
-from tests.reliability import ARTIFACTS, PASSWORD, fast_args, integrity, percentiles, rows, seed_accounts
+from tests.reliability import ARTIFACTS, PASSWORD, integrity, percentiles, rows, seed_accounts, start_app
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ def app(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("load")
     db = tmp / "feedback.db"
     seed_accounts(db, {f"c{i:02d}": "clinician" for i in range(SESSIONS)})
-    live = LiveApp(tiny_model_dir, db, tmp / "app.log", *fast_args(REPLY_TOKENS))
+    live = start_app(tiny_model_dir, db, tmp / "app.log", REPLY_TOKENS)
     yield live
     live.stop()
 

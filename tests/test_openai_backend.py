@@ -43,7 +43,7 @@ LONG = GenerationParams(max_new_tokens=600, temperature=1.0, seed=7)
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    srv = LocalServer(tiny_model_dir, log=log)
+    srv = LocalServer(tiny_model_dir, log=log, threads=1)  # steadier on 2 shared cores
     try:
         srv.start()
     except (RuntimeError, OSError) as exc:

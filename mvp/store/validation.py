@@ -67,9 +67,12 @@ def show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER range: a larger id could never exist (and overflows the driver)
+
+
 def check_id(value: Any, what: str) -> int:
     """A positive integer row id (bools and numeric strings refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ROW_ID:
         raise ValidationError(f"{what}必须是正整数，收到 {show(value)}")
     return value
 
