@@ -74,7 +74,7 @@ def discover() -> list[Bench]:
 def run_one(bench: Bench, model: Path | None, full: bool, timeout_scale: float) -> dict:
     args = [] if full else list(bench.args)
     if bench.model != "none" and model is not None:
-        args += ["--model", str(model)]
+        args += ["--model", str(model.relative_to(REPO)) if model.is_relative_to(REPO) else str(model)]
     if bench.model == "required" and model is None:
         return {"name": bench.name, "status": "skipped", "detail": "no model: run `make demo-model` or pass --model",
                 "seconds": 0.0, "args": args}
@@ -110,6 +110,22 @@ def run_one(bench: Bench, model: Path | None, full: bool, timeout_scale: float) 
     print(f"[run_all] {bench.name}: {status} in {seconds:.0f} s {detail}", flush=True)
     return {"name": bench.name, "status": status, "detail": detail, "seconds": round(seconds, 1), "args": args,
             "log": str(log_path.relative_to(REPO)), "result": str(result_path.relative_to(REPO)) if fresh else None}
+
+
+def earlier(bench: Bench) -> dict | None:
+    """A script not run this time (--only / --skip): its last result, if there is one, marked as such."""
+    path = RESULTS / bench.result
+    if not path.exists():
+        return None
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    previous = {}
+    try:  # how it ran last time run_all ran it, when that is known
+        summary = json.loads((RESULTS / "summary.json").read_text(encoding="utf-8"))
+        previous = next((r for r in summary["runs"] if r["name"] == bench.name and r["status"] == "ok"), {})
+    except (OSError, ValueError, KeyError):
+        pass
+    return {"name": bench.name, "status": "ok", "seconds": previous.get("seconds", 0.0),
+            "args": previous.get("args", ["?"]), "detail": f"earlier result ({when})", "result": str(path.relative_to(REPO))}
 
 
 def last_line(path: Path) -> str:
@@ -381,8 +397,8 @@ Logs: `bench/results/logs/`; raw results: `bench/results/*.json` (not committed)
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run every benchmark and write docs/benchmarks.md.")
-    parser.add_argument("--only", nargs="*", default=None, help="run only these scripts (e.g. bench_app); 'none' runs "
-                        "nothing and rebuilds the page from the existing results")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these scripts (e.g. bench_app); the others "
+                        "keep their last results, marked as earlier; 'none' runs nothing and rebuilds the page")
     parser.add_argument("--skip", nargs="*", default=[], help="scripts not to run")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder for the model benchmarks (default: models/demo when built)")
@@ -405,11 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         benches = [b for b in benches if b.name in args.only]
     started_load = [round(x, 2) for x in os.getloadavg()]
-    if reuse:  # rebuild the page from the results already on disk
-        runs = [{"name": b.name, "status": "ok", "seconds": 0.0, "args": [], "detail": "earlier result",
-                 "result": str((RESULTS / b.result).relative_to(REPO))} for b in discover() if (RESULTS / b.result).exists()]
-    else:
-        runs = [run_one(b, model, args.full, args.timeout_scale) for b in benches]
+    fresh = {} if reuse else {b.name: run_one(b, model, args.full, args.timeout_scale) for b in benches}
+    runs = [fresh.get(b.name) or earlier(b) for b in discover()]
+    runs = [r for r in runs if r is not None]
     all_rows = [{"bench": r["name"].removeprefix("bench_"), **x} for r in runs for x in collect_rows(r)]
     info = machine()
     print()

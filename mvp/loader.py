@@ -137,7 +137,9 @@ def quantization_config(quantization: str, device: str):
 def resolve_model_path(model: str) -> tuple[str, bool]:
     """Return (folder or hub id, is_demo). Raises ModelLoadError for a missing local folder."""
     if model == DEMO_MODEL_NAME:
-        if not (DEMO_MODEL_DIR / "config.json").exists():
+        from mvp.demo_model import is_built
+
+        if not is_built(DEMO_MODEL_DIR):
             raise ModelLoadError(
                 f"内置演示模型尚未构建（{DEMO_MODEL_DIR}）：请先运行 `python -m mvp.demo_model`"
                 "（`make run` 会自动构建，约 5 分钟）"

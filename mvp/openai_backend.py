@@ -12,9 +12,10 @@ The server does the batching (continuous batching in vLLM and `transformers serv
 travels as the system message, the context budget drops old whole turns before a request is sent,
 and the BianQue plain format goes to the completions endpoint with its speaker labels as stop strings.
 
-Token counts for the budget come from the model's tokenizer when it is available locally (`tokenizer=`
-or the model name when that is a local folder or a cached hub id); otherwise `estimate_tokens`, a
-deliberately high count (see there). Reply token counts come from the server's `usage` when it sends
+Token counts for the budget come from the model's tokenizer when it is available locally (`tokenizer=`;
+else the model name when that is a local folder or a cached hub id; else what vLLM's /models says the
+name is: a LoRA's `parent` base model or its `root`); otherwise `estimate_tokens`, a deliberately high
+count (see there). Reply token counts come from the server's `usage` when it sends
 one, else from the same counter.
 
 Generation parameters go to the server the way it understands them (`dialect`): vLLM takes
@@ -208,6 +209,7 @@ class OpenAIEngine:
             prompt_format = PlainFormat()
         self.format = prompt_format
 
+        self.end_of_turn = self._end_of_turn()
         context = self._context_tokens()
         if max_context_tokens:
             context = min(context, int(max_context_tokens)) if self._context_known else int(max_context_tokens)
@@ -250,43 +252,62 @@ class OpenAIEngine:
                 return entry
         return None
 
-    def _local_config(self) -> dict:
+    def _local_json(self, filename: str) -> dict:
+        """A JSON file (config.json, generation_config.json) of the model folder when it is local."""
         for name in (self.tokenizer_source, self.model):
             folder = _local_folder(name) if isinstance(name, str) else None
-            if folder and (folder / "config.json").exists():
+            if folder and (folder / filename).exists():
                 try:
-                    return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                    data = json.loads((folder / filename).read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     return {}
+                return data if isinstance(data, dict) else {}
         return {}
 
     def _context_tokens(self) -> int:
         """The model's context: vLLM's max_model_len, else the local config.json, else the default."""
         self._context_known = True
         entry = self._served_entry() or {}
-        n = entry.get("max_model_len") or self._local_config().get("max_position_embeddings")
+        n = entry.get("max_model_len") or self._local_json("config.json").get("max_position_embeddings")
         if isinstance(n, int) and 0 < n < 10**7:
             return n
         self._context_known = False
         return DEFAULT_CONTEXT_TOKENS
 
+    def _end_of_turn(self) -> dict:
+        """eos/pad token ids as the in-process Engine uses them (the model's eos, the tokenizer's eos and
+        <|im_end|>), from the local model folder and tokenizer; {} when neither is here."""
+        config = self._local_json("generation_config.json")
+        ids = set()
+        eos = config.get("eos_token_id")
+        for value in eos if isinstance(eos, list) else [eos]:
+            if isinstance(value, int):
+                ids.add(value)
+        tok = self.tokenizer
+        pad = config.get("pad_token_id")
+        if tok is not None:
+            if tok.eos_token_id is not None:
+                ids.add(int(tok.eos_token_id))
+            im_end = tok.convert_tokens_to_ids("<|im_end|>")
+            if isinstance(im_end, int) and im_end != tok.unk_token_id:
+                ids.add(im_end)
+            if pad is None:
+                pad = tok.pad_token_id
+        out = {"eos_token_id": sorted(ids)} if ids else {}
+        if isinstance(pad, int):
+            out["pad_token_id"] = pad
+        return out
+
     def default_params(self) -> GenerationParams:
         """Defaults from the model's generation_config.json when it is local, then the app's overrides."""
+        config = self._local_json("generation_config.json")
         values = {}
-        for name in (self.tokenizer_source, self.model):
-            folder = _local_folder(name) if isinstance(name, str) else None
-            if folder and (folder / "generation_config.json").exists():
-                try:
-                    config = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    break
-                for key in ("temperature", "top_p", "repetition_penalty"):
-                    if isinstance(config.get(key), (int, float)) and not isinstance(config.get(key), bool):
-                        values[key] = float(config[key])
-                n = config.get("max_new_tokens")
-                if isinstance(n, int) and 0 < n <= MAX_NEW_TOKENS_LIMIT:
-                    values["max_new_tokens"] = n
-                break
+        for key in ("temperature", "top_p", "repetition_penalty"):
+            if isinstance(config.get(key), (int, float)) and not isinstance(config.get(key), bool):
+                values[key] = float(config[key])
+        n = config.get("max_new_tokens")
+        if isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_NEW_TOKENS_LIMIT:
+            values["max_new_tokens"] = n
         values.update(self.generation_defaults)
         try:
             return GenerationParams(**values)
@@ -316,8 +337,10 @@ class OpenAIEngine:
             kwargs["seed"] = params.seed
         if dialect == "transformers":
             # transformers serve keeps the model's do_sample unless told, and refuses unknown fields.
+            # With --continuous-batching it takes this config as the whole config (the model's eos
+            # is not merged in: replies ran past the end of turn), so the end-of-turn ids go with it.
             config = {"do_sample": params.temperature > 0, "max_new_tokens": params.max_new_tokens,
-                      "repetition_penalty": params.repetition_penalty, "top_k": 0}
+                      "repetition_penalty": params.repetition_penalty, "top_k": 0, **self.end_of_turn}
             if params.temperature > 0:
                 config.update(temperature=params.temperature, top_p=params.top_p)
             kwargs["extra_body"] = {"generation_config": json.dumps(config)}
@@ -361,6 +384,8 @@ class OpenAIEngine:
         return None
 
     def _run(self, gen: "_RemoteGeneration", fit, params: GenerationParams) -> None:
+        import openai
+
         started = time.perf_counter()
         first_token_at = None
         received: list[str] = []
@@ -386,8 +411,10 @@ class OpenAIEngine:
                             gen.deltas.put(text)
                         if choice.finish_reason:
                             finish = choice.finish_reason
-            except Exception:
+            except Exception as exc:
                 if not gen.cancel_event.is_set():
+                    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+                        raise _StreamCut() from exc  # the server or the network went away mid-reply
                     raise
                 # cancel() shut the socket under the reader: a cancelled reply, not a failure.
             cancelled = gen.cancel_event.is_set()
@@ -433,30 +460,28 @@ class OpenAIEngine:
         where = f"模型服务（{self.base_url}）"
         lost = f"（已生成的 {len(partial)} 个字未保存）" if partial else ""
         if isinstance(exc, _StreamCut):
-            return f"{where} 在回复中途结束了连接{lost}：请稍后重新生成"
+            return f"与{where}的连接在回复中途断开{lost}：请确认服务仍在运行后重新生成"
         if isinstance(exc, openai.APITimeoutError):
-            return f"{where} 超过 {self.timeout_s:g} 秒没有响应{lost}：服务可能过载或已停止，请稍后重试"
+            return f"{where}超过 {self.timeout_s:g} 秒没有响应{lost}：服务可能过载或已停止，请稍后重试"
         if isinstance(exc, openai.APIConnectionError):
-            if partial:
-                return f"与{where}的连接在回复中途断开{lost}：请确认服务仍在运行后重新生成"
             return f"无法连接{where}：请确认服务已启动（vllm serve / transformers serve）且地址正确，然后重试"
         if isinstance(exc, openai.AuthenticationError):
-            return f"{where} 拒绝了 API key：请检查 --api-key-env 指定的环境变量"
+            return f"{where}拒绝了 API key：请检查 --api-key-env 指定的环境变量"
         if isinstance(exc, openai.APIStatusError):
             detail = _server_detail(exc)
             low = detail.lower()
             names = [str(m.get("id")) for m in (self.list_models() or [])] if exc.status_code in (400, 404) else []
             if (names and self.model not in names) or exc.status_code == 404 or "pinned" in low:
                 available = f"；服务端可用的模型：{', '.join(names)}" if names else ""
-                return f"{where} 没有名为 {self.model!r} 的模型{available}。请用 --model 指定服务端的模型名"
+                return f"{where}没有名为 {self.model!r} 的模型{available}。请用 --model 指定服务端的模型名"
             if "context" in low and ("length" in low or "maximum" in low):
-                return f"提示超出了{where} 的模型上下文：请用 --max-context-tokens 设置更小的预算（服务端：{detail}）"
+                return f"提示超出了{where}的模型上下文：请用 --max-context-tokens 设置更小的预算（服务端：{detail}）"
             if exc.status_code >= 500:
-                return f"{where} 内部出错（HTTP {exc.status_code}）{lost}：{detail}"
-            return f"{where} 拒绝了请求（HTTP {exc.status_code}）：{detail}"
+                return f"{where}内部出错（HTTP {exc.status_code}）{lost}：{detail}"
+            return f"{where}拒绝了请求（HTTP {exc.status_code}）：{detail}"
         if isinstance(exc, openai.APIError):
-            return f"{where} 在生成时出错{lost}：{getattr(exc, 'message', exc)}"
-        return f"调用{where} 失败{lost}：{type(exc).__name__}: {exc}"
+            return f"{where}在生成时出错{lost}：{getattr(exc, 'message', exc)}"
+        return f"调用{where}失败{lost}：{type(exc).__name__}: {exc}"
 
 
 class _StreamCut(Exception):
