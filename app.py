@@ -64,8 +64,19 @@ def build_engine(config):
     if config.prompt_format == "plain":
         fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
     spec = ModelSpec(model=config.model, adapter=config.adapter, quantization=config.quantization, device=config.device)
+    set_threads(config)
     return Engine(load_model(spec), prompt_format=fmt, max_context_tokens=config.max_context_tokens,
                   generation_defaults=generation_defaults(config))
+
+
+def set_threads(config) -> None:
+    """CPU threads for generation: the tiny demo model decodes fastest on one thread (its matmuls are
+    too small to split, and a second thread fights other processes on a small machine)."""
+    import torch
+
+    threads = config.threads or (1 if config.model == "demo" else None)
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def generation_defaults(config) -> dict:

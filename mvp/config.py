@@ -34,6 +34,7 @@ class AppConfig:
     user_label: str = field(default="病人", metadata={"help": "plain 格式中来访者的标签，例如 来访者"})
     assistant_label: str = field(default="医生", metadata={"help": "plain 格式中咨询师的标签，例如 咨询师"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "每条回复最多生成的 token 数，默认取模型的 generation_config（否则 256）"})
+    threads: int | None = field(default=None, metadata={"help": "CPU 推理线程数；默认：演示模型 1（小矩阵多线程反而更慢），其他模型由 torch 决定"})
     max_context_tokens: int | None = field(default=None, metadata={"help": "上下文预算（token），默认为模型的最大上下文"})
     host: str = field(default="127.0.0.1", metadata={"help": "监听地址；非本机地址时必须先创建账号"})
     port: int = field(default=7860, metadata={"help": "端口"})
@@ -52,6 +53,8 @@ class AppConfig:
             raise ConfigError(f"port: {self.port!r} 不是有效端口")
         if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 4096:
             raise ConfigError(f"max_new_tokens: {self.max_new_tokens!r} 应在 1 到 4096 之间")
+        if self.threads is not None and not 1 <= self.threads <= 256:
+            raise ConfigError(f"threads: {self.threads!r} 应在 1 到 256 之间")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
 

@@ -379,7 +379,9 @@ class Service(ScreeningMixin):
 
         With an opponent version, one reply comes from it and one from the primary model;
         otherwise both are samples of the primary model (different seeds)."""
-        _, conversation = self._conversation(name, conversation_id)
+        user, conversation = self._conversation(name, conversation_id)
+        if user["role"] == "demo":
+            raise ServiceError("演示账号不能比较回复")
         self._no_screening(conversation["id"])
         parent = self._last_user_message(conversation["id"])
         detection = self.detect(parent["content"])

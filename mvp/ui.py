@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import html
+import time
 from typing import Any
 
 import gradio as gr
@@ -63,6 +64,28 @@ def user_errors_stream(fn):
             raise gr.Error(f"内部错误（{type(exc).__name__}），请重试或联系管理员") from exc
 
     return wrapper
+
+
+STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update costs the server time
+
+
+def throttled(events):
+    """Pass on at most one event per STREAM_INTERVAL_S, and always the last one."""
+    last_sent = 0.0
+    pending = None
+    try:
+        for event in events:
+            now = time.monotonic()
+            if event.done or now - last_sent >= STREAM_INTERVAL_S:
+                pending = None
+                last_sent = now
+                yield event
+            else:
+                pending = event
+        if pending is not None:
+            yield pending
+    finally:
+        events.close()  # a cancelled request stops the model now (the reply is kept as interrupted)
 
 
 def username(request: gr.Request | None) -> str | None:
@@ -278,7 +301,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             shown = shown + [{"role": "user", "content": show(text.strip())}, {"role": "assistant", "content": "…"}]
             yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False), info
             notes = []
-            for event in service.send(name, cid, text, stage_id):
+            for event in throttled(service.send(name, cid, text, stage_id)):
                 shown[-1] = {"role": "assistant", "content": show(event.text) or "…"}
                 if event.done:
                     notes = event.notices
@@ -297,7 +320,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 shown = shown[:-1]
             shown.append({"role": "assistant", "content": "…"})
             notes = []
-            for event in service.regenerate(name, cid):
+            for event in throttled(service.regenerate(name, cid)):
                 shown[-1] = {"role": "assistant", "content": show(event.text) or "…"}
                 notes = event.notices if event.done else notes
                 yield shown, gr.update(), gr.update(), gr.update()
@@ -495,13 +518,13 @@ def register_api(service: Service) -> None:
     def chat(conversation_id: int, message: str, stage_id: str = "", request: gr.Request = None) -> dict:
         """Send a client message; streams {"text", "done", "message_id", "user_message_id", "notices", ...}."""
         name = username(request)
-        for event in service.send(name, conversation_id, message, stage_id or None):
+        for event in throttled(service.send(name, conversation_id, message, stage_id or None)):
             yield event_dict(event)
 
     @api_stream
     def regenerate(conversation_id: int, request: gr.Request = None) -> dict:
         """A new reply to the newest client message (the earlier one is kept as an alternative)."""
-        for event in service.regenerate(username(request), conversation_id):
+        for event in throttled(service.regenerate(username(request), conversation_id)):
             yield event_dict(event)
 
     @api
