@@ -124,21 +124,21 @@ def test_account_disabled_after_login_is_refused(app):
 
 
 # -- demo accounts ----------------------------------------------------------------------------
-def test_demo_account_cannot_rate_thumb_choose_or_correct(app, clients, li_world):
+def test_demo_account_cannot_compare_rate_thumb_choose_or_correct(app, clients, li_world):
     expo = clients["expo"]
     conv = expo.predict(stage_id="", case_id="", api_name="/new_conversation")
     assert conv["is_demo"] is True
     reply = expo.predict(conversation_id=conv["id"], message="你好", stage_id="", api_name="/chat")
-    pair = expo.predict(conversation_id=conv["id"], opponent_version_id=0, api_name="/compare")
     screen = expo.predict(stage_id="", case_id="", api_name="/new_conversation")["id"]
     assessment = expo.predict(conversation_id=screen, instrument="phq9", api_name="/start_screening")["assessment_id"]
     expo.predict(conversation_id=screen, message="完全没有", stage_id="", api_name="/chat")
     before = digest(app.db)
+    refused(expo, "/compare", conversation_id=conv["id"], opponent_version_id=0)  # it would write two replies
     refused(expo, "/rate", message_id=reply["message_id"], overall=5, comment="demo")
     refused(expo, "/rate", message_id=reply["message_id"], rewrite="更好的回复")
     refused(expo, "/thumb", message_id=reply["message_id"], value=1)
     for choice in ("a", "b", "tie", "both_bad"):
-        refused(expo, "/choose", message_a=pair["message_a"], message_b=pair["message_b"], choice=choice)
+        refused(expo, "/choose", message_a=reply["message_id"], message_b=reply["message_id"], choice=choice)
     refused(expo, "/correct_item", assessment_id=assessment, item_no=1, score=2)
     refused(expo, "/flags", include_reviewed=True)
     refused(expo, "/review_flag", flag_id=li_world["flag"], note="demo")
