@@ -90,6 +90,10 @@ def version_loader(config):
     from mvp.loader import ModelSpec, load_model
 
     def load(version: dict):
+        if version.get("backend") == "openai":
+            from mvp.openai_backend import engine_for_version
+
+            return engine_for_version(version, config)
         spec = ModelSpec(model=version["base_model"], adapter=version.get("adapter"),
                          quantization=version.get("quantization") or "auto", device=config.device)
         return Engine(load_model(spec), max_context_tokens=config.max_context_tokens,

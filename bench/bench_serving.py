@@ -16,7 +16,8 @@ timed rounds interleaved (the dev machine is shared: load from other processes h
 Per round: aggregate tokens/s = all new tokens / wall time from the first request to the last token;
 time to first token measured at the client from its request (queueing included); p50/p99 over all
 requests of all rounds. Engine runs generate exactly T tokens (end-of-turn suppressed on both
-sides, greedy); app runs use the app's defaults and count the tokens stored with each reply.
+sides, greedy); app runs use the app's defaults (replies end at end of turn, up to T tokens) and count
+the tokens stored with each reply, so compare their replies/s as well.
 Prints a table with the ratio against the in-process baseline and writes bench/results/serving.json.
 """
 
@@ -67,11 +68,13 @@ def percentile(values: list[float], q: float) -> float:
 def summarise(rounds: list[list[dict]]) -> dict:
     """Aggregate tokens/s per round (median over rounds) and TTFT percentiles over all requests."""
     rates = [sum(r["tokens"] for r in rnd) / max(r["end"] for r in rnd) for rnd in rounds]
+    replies = [len(rnd) / max(r["end"] for r in rnd) for rnd in rounds]
     ttfts = [r["ttft_s"] for rnd in rounds for r in rnd if r["ttft_s"] is not None]
     tokens = [r["tokens"] for rnd in rounds for r in rnd]
     return {
         "tokens_per_s": statistics.median(rates),
         "tokens_per_s_rounds": rates,
+        "replies_per_s": statistics.median(replies),
         "ttft_p50_s": percentile(ttfts, 50) if ttfts else None,
         "ttft_p99_s": percentile(ttfts, 99) if ttfts else None,
         "mean_new_tokens": statistics.mean(tokens),
@@ -122,8 +125,10 @@ def engine_ask(engine, tokens: int):
 
 
 def fixed_length_openai_engine(base_url: str, model: str, tokens: int):
-    """An OpenAIEngine that asks transformers serve for exactly `tokens` tokens (min_new_tokens), like
-    the in-process run with end-of-turn suppressed."""
+    """An OpenAIEngine that asks transformers serve for exactly `tokens` tokens, like the in-process run
+    with end-of-turn suppressed: min_new_tokens (honoured without continuous batching) and the pad
+    token, which the model never writes, as the only end-of-turn id (continuous batching ignores
+    min_new_tokens but takes eos_token_id per request)."""
     from mvp.openai_backend import OpenAIEngine
 
     class FixedLength(OpenAIEngine):
@@ -132,6 +137,8 @@ def fixed_length_openai_engine(base_url: str, model: str, tokens: int):
             if dialect == "transformers":
                 config = json.loads(kwargs["extra_body"]["generation_config"])
                 config["min_new_tokens"] = tokens
+                if "pad_token_id" in config:
+                    config["eos_token_id"] = [config["pad_token_id"]]
                 kwargs["extra_body"]["generation_config"] = json.dumps(config)
             return kwargs
 
@@ -181,7 +188,11 @@ def run_engines(model: str, clients: int, tokens: int, rounds: int, threads: int
         asks = {"inprocess": engine_ask(inprocess_engine(model, threads), tokens)}
         for name, server in servers.items():
             asks[name] = engine_ask(fixed_length_openai_engine(server.base_url, server.model, tokens), tokens)
-        out = interleaved(asks, clients, rounds)
+        try:
+            out = interleaved(asks, clients, rounds)
+        except RuntimeError as exc:  # say whether a server died under the load
+            codes = {name: server.proc.poll() for name, server in servers.items()}
+            raise RuntimeError(f"{exc} (server exit codes, None = running: {codes})") from exc
     finally:
         for server in servers.values():
             server.stop()
@@ -256,8 +267,7 @@ def run_apps(model: str, clients: int, tokens: int, rounds: int, threads: int, t
 
     server = LocalServer(model, continuous_batching=True, log=tmp / "serve-app.log", threads=threads)
     procs = []
-    extra = ["--max-new-tokens", str(tokens), "--quantization", "none", "--device", "cpu"]
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the in-process app's torch threads
+    extra = ["--max-new-tokens", str(tokens), "--quantization", "none", "--device", "cpu", "--threads", str(threads)]
     try:
         server.start()
         asks = {}
@@ -311,11 +321,12 @@ def main(argv=None) -> int:
         runs.update(run_apps(*common, tmp=tmp))
         print("  app runs done", flush=True)
 
-    print(f"\n{'backend':<16}{'tokens/s':>10}{'ratio':>8}{'TTFT p50 s':>12}{'TTFT p99 s':>12}{'tokens/reply':>14}")
+    print(f"\n{'backend':<16}{'tokens/s':>10}{'ratio':>8}{'replies/s':>11}{'TTFT p50 s':>12}{'TTFT p99 s':>12}"
+          f"{'tokens/reply':>14}")
     for name, r in runs.items():
         ref = runs["app-inprocess"] if name.startswith("app") else runs["inprocess"]
         r["ratio_vs_baseline"] = r["tokens_per_s"] / ref["tokens_per_s"]
-        print(f"{name:<16}{r['tokens_per_s']:>10.1f}{r['ratio_vs_baseline']:>8.2f}{r['ttft_p50_s']:>12.3f}"
+        print(f"{name:<16}{r['tokens_per_s']:>10.1f}{r['ratio_vs_baseline']:>8.2f}{r['replies_per_s']:>11.2f}{r['ttft_p50_s']:>12.3f}"
               f"{r['ttft_p99_s']:>12.3f}{r['mean_new_tokens']:>14.1f}")
     result = {
         "model": described, "clients": args.clients, "tokens": args.tokens, "rounds": args.rounds,

@@ -43,6 +43,7 @@ class AppConfig:
     share: bool = field(default=False, metadata={"help": "创建 Gradio 公网分享链接（默认关闭，仅在明确需要时使用）"})
     backend: str = field(default="inprocess", metadata={"help": "inprocess（本进程内加载模型）或 openai（OpenAI 兼容服务，如 vLLM）", "choices": ("inprocess", "openai")})
     base_url: str | None = field(default=None, metadata={"help": "openai 后端的地址，例如 http://127.0.0.1:8000/v1"})
+    tokenizer: str | None = field(default=None, metadata={"help": "openai 后端：本地分词器文件夹，用于准确计算上下文 token（默认尝试 --model）"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai 后端的 API key 所在的环境变量名"})
     scrub_at_storage: bool = field(default=False, metadata={"help": "存入数据库前即去除个人信息（电话、身份证号等）"})
 

@@ -340,9 +340,9 @@ class OpenAIEngine:
             # With --continuous-batching it takes this config as the whole config (the model's eos
             # is not merged in: replies ran past the end of turn), so the end-of-turn ids go with it.
             config = {"do_sample": params.temperature > 0, "max_new_tokens": params.max_new_tokens,
-                      "repetition_penalty": params.repetition_penalty, "top_k": 0, **self.end_of_turn}
-            if params.temperature > 0:
-                config.update(temperature=params.temperature, top_p=params.top_p)
+                      "repetition_penalty": params.repetition_penalty, **self.end_of_turn}
+            if params.temperature > 0:  # top_k 0: no top-k cut, as the in-process engine
+                config.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
             kwargs["extra_body"] = {"generation_config": json.dumps(config)}
             return kwargs  # it always sends usage with the last chunk
         kwargs.update(temperature=params.temperature, top_p=params.top_p,

@@ -66,6 +66,7 @@ def user_errors_stream(fn):
     return wrapper
 
 
+SERVED_MODEL_SLOTS = 8  # concurrent replies sent to an OpenAI-compatible server (it batches them)
 STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update costs the server time
 
 
@@ -142,6 +143,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
     cases = load_cases()
     tags = service.rating.tags
     dims = service.rating.dimensions
+
+    # The in-process model generates one reply at a time (one queue slot, so two generations never
+    # share a GPU by accident); a served model batches concurrent requests, so let them through.
+    model_slots = 1 if model_info.get("backend", "inprocess") == "inprocess" else SERVED_MODEL_SLOTS
 
     with gr.Blocks(title="心理咨询大模型 MVP · 临床评测") as demo:
         gr.Markdown(DISCLAIMER, elem_id="disclaimer")
@@ -470,15 +475,15 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         new_btn.click(on_new, [stage, case], [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice], **private)
         fill.click(on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
-        send_event = send.click(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
-        submit_event = msg.submit(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=1, **private)
+        send_event = send.click(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
+        submit_event = msg.submit(on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         for event in (send_event, submit_event):
             event.then(on_screening_refresh, [conv_id], [scr_summary, scr_table], **private)
         start_scr.click(on_start_screening, [conv_id, instrument], [chatbot, msg_ids, target, scr_summary, scr_table, stage], **private)
         fix_btn.click(on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
-        regen_event = regen.click(on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=1, **private)
+        regen_event = regen.click(on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
         stop.click(on_stop, [conv_id], None, concurrency_limit=None, **private)
-        compare.click(on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=1, **private)
+        compare.click(on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=model_slots, **private)
         for c, btn in choice_btns.items():
             btn.click(make_choose(c), [cmp_state, conv_id], [cmp_state, compare_box, chatbot, msg_ids, target, notice], **private)
         chatbot.like(on_like, [msg_ids], None, **private)
@@ -490,18 +495,19 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         review_btn.click(on_review, [flag_id, flag_note], [flags_table], **private)
         del send_event, submit_event, regen_event
 
-        register_api(service)
+        register_api(service, model_slots)
     return demo
 
 
-def register_api(service: Service) -> None:
+def register_api(service: Service, model_slots: int = 1) -> None:
     """Named endpoints for gradio_client (must be called inside the Blocks context)."""
 
     def api(fn):
         return gr.api(user_errors(fn), api_name=fn.__name__)
 
     def api_stream(fn):
-        return gr.api(user_errors_stream(fn), api_name=fn.__name__, concurrency_id="model", concurrency_limit=1)
+        return gr.api(user_errors_stream(fn), api_name=fn.__name__, concurrency_id="model",
+                      concurrency_limit=model_slots)
 
     @api
     def stages(request: gr.Request) -> list:

@@ -246,7 +246,7 @@ def test_request_kwargs_per_server_dialect():
     assert config == {"do_sample": True, "temperature": 0.5, "top_p": 0.8, "max_new_tokens": 64,
                       "repetition_penalty": 1.2, "top_k": 0}
     greedy = json.loads(engine.request_kwargs(GenerationParams(temperature=0), "transformers")["extra_body"]["generation_config"])
-    assert greedy["do_sample"] is False and "temperature" not in greedy
+    assert greedy["do_sample"] is False and "temperature" not in greedy and "top_k" not in greedy
     assert "extra_body" not in engine.request_kwargs(params, "openai")
 
 
