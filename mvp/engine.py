@@ -206,7 +206,69 @@ class Generation:
             yield rest
 
 
-class Engine:
+def end_of_turn_ids(generation_config: dict, tokenizer) -> list[int]:
+    """Token ids that end a reply: the model's eos ids, the tokenizer's eos and <|im_end|>."""
+    ids = set()
+    eos = generation_config.get("eos_token_id")
+    for value in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            ids.add(value)
+    if tokenizer is not None:
+        if tokenizer.eos_token_id is not None:
+            ids.add(int(tokenizer.eos_token_id))
+        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+            ids.add(im_end)
+    return sorted(ids)
+
+
+class EngineBase:
+    """What every backend shares: default parameters, and start/generate over a Generation that a
+    worker thread (`_run(gen, fit, params)`) fills. Subclasses set format, budget, generation_defaults."""
+
+    generation_class = Generation
+
+    def generation_config(self) -> dict:
+        """The model's own generation settings (generation_config.json), {} when unknown."""
+        return {}
+
+    def default_params(self) -> GenerationParams:
+        """Defaults from the model's generation_config where it sets them, then the app's overrides."""
+        config = self.generation_config()
+        values = {}
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = config.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[name] = float(value)
+        value = config.get("max_new_tokens")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_NEW_TOKENS_LIMIT:
+            values["max_new_tokens"] = value
+        values.update(self.generation_defaults)
+        try:
+            return GenerationParams(**values)
+        except ValueError:
+            return GenerationParams()
+
+    def start(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Generation:
+        """Fit, render and start generating; raises DialogueError/ContextTooLongError up front."""
+        params = params or self.default_params()
+        fit = self.budget.fit(messages, params.max_new_tokens)
+        gen = self.generation_class(self.format.stop_strings)
+        threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
+        return gen
+
+    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None) -> ReplyResult:
+        """Generate a whole reply (not streamed)."""
+        gen = self.start(messages, params)
+        for _ in gen:
+            pass
+        return gen.result
+
+    def _run(self, gen: Generation, fit, params: GenerationParams) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Engine(EngineBase):
     """Generates replies from a LoadedModel. Thread-safe: one generation at a time on the model."""
 
     backend = "inprocess"
@@ -231,7 +293,7 @@ class Engine:
             context = min(context, int(max_context_tokens))
         self.budget = ContextBudget(self.format, self.count_tokens, context)
         self._lock = threading.Lock()
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = end_of_turn_ids(self.generation_config(), self.tokenizer)
 
     @property
     def info(self) -> dict:
@@ -241,51 +303,9 @@ class Engine:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def default_params(self) -> GenerationParams:
-        """Defaults from the model's generation_config where it sets them, then the app's overrides."""
+    def generation_config(self) -> dict:
         config = getattr(self.loaded.model, "generation_config", None)
-        values = {}
-        for name in ("temperature", "top_p", "repetition_penalty"):
-            value = getattr(config, name, None)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                values[name] = float(value)
-        value = getattr(config, "max_new_tokens", None)
-        if isinstance(value, int) and 0 < value <= MAX_NEW_TOKENS_LIMIT:
-            values["max_new_tokens"] = value
-        values.update(self.generation_defaults)
-        try:
-            return GenerationParams(**values)
-        except ValueError:
-            return GenerationParams()
-
-    def _eos_ids(self) -> list[int]:
-        ids = set()
-        config = getattr(self.loaded.model, "generation_config", None)
-        eos = getattr(config, "eos_token_id", None)
-        for value in eos if isinstance(eos, (list, tuple)) else [eos]:
-            if value is not None:
-                ids.add(int(value))
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
-            ids.add(im_end)
-        return sorted(ids)
-
-    def start(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Generation:
-        """Fit, render and start generating; raises DialogueError/ContextTooLongError up front."""
-        params = params or self.default_params()
-        fit = self.budget.fit(messages, params.max_new_tokens)
-        gen = Generation(self.format.stop_strings)
-        threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
-        return gen
-
-    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None) -> ReplyResult:
-        """Generate a whole reply (not streamed)."""
-        gen = self.start(messages, params)
-        for _ in gen:
-            pass
-        return gen.result
+        return config.to_dict() if config is not None else {}
 
     def _run(self, gen: Generation, fit, params: GenerationParams) -> None:
         import torch

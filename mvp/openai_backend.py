@@ -44,6 +44,8 @@ from pathlib import Path
 from mvp.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
 from mvp.engine import (
     _DONE,
+    EngineBase,
+    end_of_turn_ids,
     MAX_NEW_TOKENS_LIMIT,
     Generation,
     GenerationError,
@@ -137,7 +139,7 @@ def _server_detail(exc) -> str:
     return str(getattr(exc, "message", exc))[:300]
 
 
-class OpenAIEngine:
+class OpenAIEngine(EngineBase):
     """Replies from a model served behind an OpenAI-compatible API; the same interface as `Engine`."""
 
     backend = "openai"
@@ -278,58 +280,21 @@ class OpenAIEngine:
         """eos/pad token ids as the in-process Engine uses them (the model's eos, the tokenizer's eos and
         <|im_end|>), from the local model folder and tokenizer; {} when neither is here."""
         config = self._local_json("generation_config.json")
-        ids = set()
-        eos = config.get("eos_token_id")
-        for value in eos if isinstance(eos, list) else [eos]:
-            if isinstance(value, int):
-                ids.add(value)
         tok = self.tokenizer
+        ids = end_of_turn_ids(config, tok)
         pad = config.get("pad_token_id")
-        if tok is not None:
-            if tok.eos_token_id is not None:
-                ids.add(int(tok.eos_token_id))
-            im_end = tok.convert_tokens_to_ids("<|im_end|>")
-            if isinstance(im_end, int) and im_end != tok.unk_token_id:
-                ids.add(im_end)
-            if pad is None:
-                pad = tok.pad_token_id
-        out = {"eos_token_id": sorted(ids)} if ids else {}
+        if pad is None and tok is not None:
+            pad = tok.pad_token_id
+        out = {"eos_token_id": ids} if ids else {}
         if isinstance(pad, int):
             out["pad_token_id"] = pad
         return out
 
-    def default_params(self) -> GenerationParams:
-        """Defaults from the model's generation_config.json when it is local, then the app's overrides."""
-        config = self._local_json("generation_config.json")
-        values = {}
-        for key in ("temperature", "top_p", "repetition_penalty"):
-            if isinstance(config.get(key), (int, float)) and not isinstance(config.get(key), bool):
-                values[key] = float(config[key])
-        n = config.get("max_new_tokens")
-        if isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_NEW_TOKENS_LIMIT:
-            values["max_new_tokens"] = n
-        values.update(self.generation_defaults)
-        try:
-            return GenerationParams(**values)
-        except ValueError:
-            return GenerationParams()
+    def generation_config(self) -> dict:
+        """generation_config.json of the model folder when it is on this machine, else {}."""
+        return self._local_json("generation_config.json")
 
     # -- generation -------------------------------------------------------------------------------
-    def start(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Generation:
-        """Fit the conversation into the budget and start streaming; DialogueError up front."""
-        params = params or self.default_params()
-        fit = self.budget.fit(messages, params.max_new_tokens)
-        gen = _RemoteGeneration(self.format.stop_strings)
-        threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
-        return gen
-
-    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None) -> ReplyResult:
-        """A whole reply (not streamed)."""
-        gen = self.start(messages, params)
-        for _ in gen:
-            pass
-        return gen.result
-
     def request_kwargs(self, params: GenerationParams, dialect: str) -> dict:
         """The create() arguments for these parameters, in the form this server understands."""
         kwargs: dict = {"model": self.model, "max_tokens": params.max_new_tokens, "stream": True}
@@ -529,6 +494,9 @@ class _RemoteGeneration(Generation):
             except (AttributeError, OSError):
                 pass  # already closed, or a transport without a socket: the next token stops it
 
+
+
+OpenAIEngine.generation_class = _RemoteGeneration  # defined after the engine that uses it
 
 def make_openai_engine(config, tokenizer=None) -> OpenAIEngine:
     """The openai backend from the app settings: base_url, model (the served name), the API key from
