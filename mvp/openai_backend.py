@@ -46,7 +46,6 @@ from mvp.engine import (
     _DONE,
     EngineBase,
     end_of_turn_ids,
-    MAX_NEW_TOKENS_LIMIT,
     Generation,
     GenerationError,
     GenerationParams,
