@@ -149,7 +149,7 @@ def resolve_model_path(model: str) -> tuple[str, bool]:
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelLoadError(f"文件夹 {model} 里没有 config.json，不是 Hugging Face 模型文件夹")
-        return str(path), False
+        return str(path), path.resolve() == DEMO_MODEL_DIR.resolve()
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep in model.replace("/", "")
     if looks_like_path:
         raise ModelLoadError(f"找不到模型文件夹 {model}；离线时可用 `--model demo`")

@@ -191,9 +191,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             scr_table = gr.Dataframe(
                                 headers=["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"],
                                 interactive=False, wrap=True, elem_id="screening-items",
+                                column_widths=["7%", "30%", "29%", "8%", "12%", "7%", "7%"],
                             )
                             with gr.Row():
-                                fix_item = gr.Number(label="更正：题号", precision=0, minimum=1, elem_id="fix-item")
+                                fix_item = gr.Number(value=1, label="更正：题号", precision=0, minimum=1, maximum=9, elem_id="fix-item")
                                 fix_score = gr.Radio([0, 1, 2, 3], label="正确得分（0-3）", elem_id="fix-score")
                                 fix_btn = gr.Button("保存更正", elem_id="fix-btn")
                         opponent = gr.Dropdown([("同一模型（两次采样）", 0)], value=0, label="比较对象（盲评，不显示来源）", elem_id="opponent")
