@@ -474,6 +474,32 @@ class Service(ScreeningMixin):
             "activity": store.clinician_activity(),
         }
 
+    def versions_table(self, name: str) -> list[list]:
+        """Admin: registered model versions (newest first) with their lineage and metrics."""
+        self.require_admin(name)
+        rows = []
+        for v in reversed(self.store.list_model_versions()):
+            metrics = v.get("metrics") or {}
+            shown = {k: metrics[k] for k in list(metrics)[:4]} if isinstance(metrics, dict) else metrics
+            serving = "当前" if v["id"] == self.engines.primary_id else ""
+            rows.append([v["id"], v.get("label") or "", v["base_model"], v.get("adapter") or "", v["quantization"],
+                         v["backend"], v.get("parent_id") or "", str(shown or ""), v["created_at"], serving])
+        return rows
+
+    def export_training_data(self, name: str, out_root: str | Path | None = None, include_demo: bool = False) -> dict:
+        """Admin: export feedback.db as training data (train.export with its defaults; PII scrubbed)."""
+        import time as _time
+
+        from train.export import ExportError, ExportOptions, export, summary_table
+
+        self.require_admin(name)
+        out = Path(out_root or Path(self.store.path).parent / "exports") / _time.strftime("%Y%m%d-%H%M%S")
+        try:
+            manifest = export(self.store.path, out, ExportOptions(include_demo=bool(include_demo)))
+        except ExportError as exc:
+            raise ServiceError(str(exc)) from None
+        return {"path": str(out.resolve()), "summary": summary_table(manifest), "counts": manifest["counts"]}
+
     def model_versions(self) -> list[dict]:
         return self.store.list_model_versions()
 

@@ -238,6 +238,16 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                     review_btn = gr.Button("标记为已复核", elem_id="review-btn")
                 refresh_flags = gr.Button("刷新", elem_id="refresh-flags")
 
+            with gr.Tab("模型版本与导出", id="versions", visible=False) as versions_tab:
+                gr.Markdown("已登记的模型版本（`train.pipeline` 训练后自动登记）。在“对话与评分”中选择“比较对象”即可对两个版本做盲评。")
+                versions_table = gr.Dataframe(elem_id="versions", wrap=True)
+                refresh_versions = gr.Button("刷新", elem_id="refresh-versions")
+                gr.Markdown("**导出训练数据**：把评分转换为 DPO / KTO / SFT 数据（TRL、LLaMA-Factory、BianQue 格式），默认去除个人信息。"
+                            "完整流程见 `python -m train.pipeline`。")
+                export_demo = gr.Checkbox(label="包含演示对话", value=False, elem_id="export-demo")
+                export_btn = gr.Button("导出", elem_id="export-btn")
+                export_out = gr.Textbox(label="导出结果", lines=8, interactive=False, elem_id="export-out")
+
             with gr.Tab("使用说明", id="help"):
                 gr.Markdown(HELP)
 
@@ -261,6 +271,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             role_label = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}[user["role"]]
             return (
                 f"当前用户：{html.escape(user['name'])} · {role_label}",
+                gr.update(visible=admin),
                 gr.update(visible=admin),
                 gr.update(visible=admin),
                 gr.update(choices=[("同一模型（两次采样）", 0)] + versions),
@@ -458,6 +469,18 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             )
 
         @user_errors
+        def on_versions(request: gr.Request):
+            import pandas as pd
+
+            return pd.DataFrame(service.versions_table(username(request)), columns=[
+                "ID", "标签", "基座模型", "适配器", "量化", "后端", "父版本", "指标", "登记时间", "正在服务"])
+
+        @user_errors
+        def on_export(include_demo, request: gr.Request):
+            result = service.export_training_data(username(request), include_demo=bool(include_demo))
+            return f"已导出到 {result['path']}\n\n{result['summary']}"
+
+        @user_errors
         def on_flags(request: gr.Request):
             return flags_frame(service.flags_table(username(request)))
 
@@ -471,7 +494,9 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
 
         # -- wiring --------------------------------------------------------------------------------
         private = {"api_visibility": "undocumented"}
-        demo.load(on_load, None, [who, dash_tab, review_tab, opponent], **private)
+        demo.load(on_load, None, [who, dash_tab, review_tab, versions_tab, opponent], **private)
+        refresh_versions.click(on_versions, None, [versions_table], **private)
+        export_btn.click(on_export, [export_demo], [export_out], **private)
         stage.change(on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)
         new_btn.click(on_new, [stage, case], [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice], **private)
         fill.click(on_fill, [case, case_pos], [msg, case_pos], **private)

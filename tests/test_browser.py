@@ -160,6 +160,15 @@ def test_admin_sees_dashboard_and_review_queue(app, browser):
     page.locator("#refresh-dashboard").click()
     page.wait_for_function("() => document.querySelector('#counts').innerText.includes('对话')", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    page.get_by_role("tab", name="模型版本与导出").click()
+    page.locator("#refresh-versions").click()
+    page.wait_for_function("() => document.querySelector('#versions').innerText.includes('当前')", timeout=30_000)
+    page.locator("#export-btn").click()
+    page.wait_for_function("() => document.querySelector('#export-out textarea').value.includes('已导出到')",
+                           timeout=60_000)
+    out = page.locator("#export-out textarea").input_value().split("\n")[0].removeprefix("已导出到 ").strip()
+    assert (Path(out) / "manifest.json").exists() and (Path(out) / "trl").is_dir()
+    assert Path(out).parent == Path(app.db).parent / "exports"
     context.close()
 
 
