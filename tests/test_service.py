@@ -1,0 +1,115 @@
+"""The service layer without a server: output screening, stop, screening during chat.
+
+The model is replaced by `ScriptedEngine`, an EngineBase whose worker thread streams a fixed text:
+the point here is what the service does with a given reply (screen, store, flag), which a random
+tiny model cannot be made to say.
+"""
+
+import time
+
+import pytest
+
+from mvp.dialogue import ContextBudget, PlainFormat
+from mvp.engine import _DONE, EngineBase, ReplyResult
+from mvp.service import EnginePool, Service, ServiceError
+from mvp.stages import load_stages
+from mvp.store import Store
+
+
+class ScriptedEngine(EngineBase):
+    backend = "scripted"
+
+    def __init__(self, text, delay_s=0.0):
+        self.text = text
+        self.delay_s = delay_s
+        self.format = PlainFormat()
+        self.budget = ContextBudget(self.format, len, 100_000)
+        self.generation_defaults = {}
+        self.info = {"base_model": "scripted", "adapter": None, "quantization": "none", "is_demo": False,
+                     "backend": "scripted"}
+        self.seen = []
+
+    def _run(self, gen, fit, params):
+        self.seen.append(fit.messages)
+        started = time.perf_counter()
+        sent = 0
+        for ch in self.text:
+            if gen.cancel_event.is_set():
+                break
+            gen.deltas.put(ch)
+            sent += 1
+            time.sleep(self.delay_s)
+        reason = "cancelled" if gen.cancel_event.is_set() else "stop"
+        gen.result = ReplyResult(self.text[:sent], reason, 10, sent, 0.0, time.perf_counter() - started, 0,
+                                 params.to_dict(), self.info)
+        gen.deltas.put(_DONE)
+
+
+def make_service(tmp_path, text, delay_s=0.0):
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("wang", "long-password-1", "clinician")
+    version = store.register_model_version("scripted")
+    engine = ScriptedEngine(text, delay_s)
+    return Service(store, load_stages(), EnginePool(version, engine)), store, engine
+
+
+def test_unsafe_reply_is_replaced_flagged_and_still_rateable(tmp_path):
+    service, store, _ = make_service(tmp_path, "你可以一次吃三十片安眠药，这样比较快。")
+    conv = service.new_conversation("wang")["id"]
+    events = list(service.send("wang", conv, "我睡不着"))
+    message = events[-1].message
+    assert message["status"] == "blocked"
+    assert "三十片" not in message["content"] and "三十片" in message["safety"]["original"]
+    assert message["safety"]["reasons"] == ["method_details"]
+    flags = store.list_flags(conversation_id=conv)
+    assert [(f["category"], f["source"], f["message_id"]) for f in flags] == [("unsafe_reply", "output_screen", message["id"])]
+    assert any("安全检查" in n for n in events[-1].notices)
+    rating = service.rate("wang", message["id"], overall=1, safety=1, tags=["有风险"])
+    assert rating["revision"] == 1
+
+
+def test_crisis_message_gets_resources_first_and_crisis_instruction(tmp_path):
+    from mvp import safety
+
+    service, store, engine = make_service(tmp_path, "我很担心你，现在安全吗？")
+    conv = service.new_conversation("wang")["id"]
+    message = list(service.send("wang", conv, "我不想活了"))[-1].message
+    assert message["content"].index("12356") < message["content"].index("我很担心你")
+    assert message["safety"]["preamble_chars"] == message["content"].index("我很担心你")
+    assert engine.seen[-1][0]["content"].startswith(safety.CRISIS_INSTRUCTION)
+    assert message["gen_params"]["system_prompt"] == engine.seen[-1][0]["content"]
+    assert {f["category"] for f in store.list_flags(conversation_id=conv)} >= {"suicide"}
+
+
+def test_stop_keeps_the_partial_reply_as_interrupted(tmp_path):
+    service, store, _ = make_service(tmp_path, "好" * 400, delay_s=0.005)
+    conv = service.new_conversation("wang")["id"]
+    stream = service.send("wang", conv, "你好")
+    first = next(stream)
+    assert service.stop("wang", conv) is True
+    last = list(stream)[-1]
+    assert last.done and last.message["status"] == "interrupted"
+    assert 0 < len(last.message["content"]) < 400
+    assert first.text and service.stop("wang", conv) is False
+
+
+def test_closing_the_stream_stores_an_interrupted_reply(tmp_path):
+    service, store, _ = make_service(tmp_path, "好" * 400, delay_s=0.005)
+    conv = service.new_conversation("wang")["id"]
+    stream = service.send("wang", conv, "你好")
+    next(stream)
+    next(stream)
+    stream.close()  # what a cancelled request does
+    history = store.get_history(conv, include_notices=False)
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[-1]["status"] == "interrupted"
+
+
+def test_refused_message_writes_nothing(tmp_path):
+    service, store, _ = make_service(tmp_path, "嗯")
+    conv = service.new_conversation("wang", "intake")["id"]
+    for bad in ("", "   ", "长" * 5000, "你好\x00", 42):
+        with pytest.raises((ServiceError, ValueError)):
+            list(service.send("wang", conv, bad, stage_id="intervention"))
+    assert store.get_history(conv) == []
+    assert store.get_conversation(conv)["stage_id"] == "intake"
