@@ -839,3 +839,20 @@ def test_closed_store_reopens_and_export_rows_are_independent(seeded: dict[str, 
     assert second["tags"] == ["过长"]
     with Store(store.path) as other:
         assert other.count_users() == 4
+
+
+def test_last_enabled_admin_cannot_be_disabled(tmp_path):
+    from mvp.store import Store, ValidationError
+
+    store = Store(tmp_path / "f.db")
+    store.add_user("boss", "long-password-1", "admin")
+    store.add_user("wang", "long-password-1", "clinician")
+    with pytest.raises(ValidationError, match="最后一个"):
+        store.disable_user("boss")
+    assert store.authenticate("boss", "long-password-1")
+    store.add_user("boss2", "long-password-1", "admin")
+    store.disable_user("boss")
+    assert not store.authenticate("boss", "long-password-1")
+    with pytest.raises(ValidationError):
+        store.disable_user("boss2")
+    store.disable_user("wang")

@@ -96,8 +96,22 @@ class UsersMixin(StoreBase):
 
     def disable_user(self, name: str) -> None:
         """The account can no longer log in, chat or rate; its data stays (and is excluded from
-        exports unless asked)."""
-        self._set_user_field(name, "disabled", 1)
+        exports unless asked). The last enabled admin cannot be disabled (nobody could manage the
+        app any more)."""
+        if not isinstance(name, str):
+            raise ValidationError(f"用户名必须是文本，收到 {name!r}")
+        with self._write() as conn:
+            row = conn.execute("SELECT role, disabled FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"用户不存在：{name}")
+            role, disabled = row[0], row[1]
+            if role == "admin" and not disabled:
+                admins = conn.execute(
+                    "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0"
+                ).fetchone()[0]
+                if admins <= 1:
+                    raise ValidationError(f"{name} 是最后一个可用的管理员，不能停用：请先创建或启用另一个管理员")
+            conn.execute("UPDATE users SET disabled = 1, updated_at = ? WHERE name = ?", (utc_now(), name))
 
     def enable_user(self, name: str) -> None:
         self._set_user_field(name, "disabled", 0)
