@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +14,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_PASSWORD = "admin-pass-123"
 START_TIMEOUT_S = 120
+
+
+def db_rows(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+    """Rows of a query on the app's feedback.db, as dicts (a separate read connection)."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

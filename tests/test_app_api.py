@@ -1,13 +1,12 @@
 """The clinician app end to end: a real server (python app.py) driven by gradio_client, with the
 rows in feedback.db asserted field by field."""
 
-import sqlite3
 
 import pytest
 from gradio_client import Client
 
 from mvp.store import Store
-from tests.live_app import LiveApp
+from tests.live_app import LiveApp, db_rows
 
 PASSWORD = "clinic-pass-123"
 
@@ -36,12 +35,7 @@ def wang(app):
 
 
 def rows(app, sql, params=()):
-    conn = sqlite3.connect(app.db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
+    return db_rows(app.db, sql, params)
 
 
 def count(app, table):

@@ -1,14 +1,13 @@
 """A PHQ-9 screening run end to end through the live app with gradio_client: items asked in order,
 scores stored, total and band right, a correction stored, item 9 > 0 flags the conversation."""
 
-import sqlite3
 
 import pytest
 from gradio_client import Client
 
 from mvp.assessment import load_instruments
 from mvp.store import Store
-from tests.live_app import LiveApp
+from tests.live_app import LiveApp, db_rows
 
 PASSWORD = "screen-pass-123"
 ANSWERS = [  # (answer, expected score) for PHQ-9 items 1-9
@@ -36,12 +35,7 @@ def app(tiny_model_dir, tmp_path_factory):
 
 
 def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
+    return db_rows(db, sql, params)
 
 
 def test_phq9_screening_end_to_end(app):

@@ -2,13 +2,12 @@
 compares, and checks that HTML in a message stays inert. Saves screenshots to test-artifacts/."""
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mvp.store import Store
-from tests.live_app import LiveApp
+from tests.live_app import LiveApp, db_rows
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -44,12 +43,7 @@ def browser():
 
 
 def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql, params)]
-    finally:
-        conn.close()
+    return db_rows(db, sql, params)
 
 
 def login(page, url, user):
