@@ -20,7 +20,7 @@ $(STAMP): requirements.txt constraints.txt
 venv: $(STAMP)
 
 demo-model: $(STAMP)
-	$(BIN)/python -m mvp.demo_model
+	$(BIN)/python -m train.demo
 
 run: demo-model
 	$(BIN)/python app.py $(ARGS)

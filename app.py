@@ -9,7 +9,7 @@
 Loads the model once, registers it as a model version in feedback.db, and serves the Gradio app with
 login required on every page and API endpoint. On a fresh database on this machine (loopback) it
 creates a first admin account and prints its password once; on any other host it refuses to start
-until accounts exist (`python -m mvp.users add NAME --role admin`).
+until accounts exist (`python -m mvp.app.users add NAME --role admin`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def ensure_accounts(store, config) -> str | None:
     if not config.is_loopback:
         raise SystemExit(fail(
             f"监听地址 {config.host} 不是本机地址，但数据库 {config.db} 里还没有账号。"
-            f"请先创建管理员：python -m mvp.users --db {config.db} add admin --role admin"
+            f"请先创建管理员：python -m mvp.app.users --db {config.db} add admin --role admin"
         ))
     password = os.environ.get("MVP_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
     store.add_user(FIRST_ADMIN, password, "admin")
@@ -52,13 +52,13 @@ def ensure_accounts(store, config) -> str | None:
 def build_engine(config):
     """The engine for the configured backend (in-process model or an OpenAI-compatible server)."""
     if config.backend == "openai":
-        from mvp.openai_backend import make_openai_engine
+        from mvp.model.openai_backend import make_openai_engine
 
         return make_openai_engine(config)
 
-    from mvp.dialogue import PlainFormat
-    from mvp.engine import Engine
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.dialogue import PlainFormat
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelSpec, load_model
 
     fmt = "chat"
     if config.prompt_format == "plain":
@@ -86,12 +86,12 @@ def generation_defaults(config) -> dict:
 
 def version_loader(config):
     """Loads another registered model version (for the blind arena) the same way as the primary."""
-    from mvp.engine import Engine
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelSpec, load_model
 
     def load(version: dict):
         if version.get("backend") == "openai":
-            from mvp.openai_backend import engine_for_version
+            from mvp.model.openai_backend import engine_for_version
 
             return engine_for_version(version, config)
         spec = ModelSpec(model=version["base_model"], adapter=version.get("adapter"),
@@ -103,9 +103,9 @@ def version_loader(config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mvp.config import ConfigError, load_config
-    from mvp.loader import ModelLoadError
-    from mvp.stages import StageFileError, load_stages
+    from mvp.app.config import ConfigError, load_config
+    from mvp.model.loader import ModelLoadError
+    from mvp.counsel.stages import StageFileError, load_stages
     from mvp.store import Store, StoreError
 
     try:
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         stages = load_stages(config.stages)
         scrub = None
         if config.scrub_at_storage:
-            from mvp.privacy import scrub as scrub_text
+            from mvp.safety.privacy import scrub as scrub_text
 
             scrub = lambda text: scrub_text(text).text  # noqa: E731
         store = Store(config.db, scrub=scrub)
@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StageFileError, StoreError, ModelLoadError) as exc:
         return fail(str(exc))
 
-    from mvp.service import EnginePool, Service, ServiceError
-    from mvp.ui import CSS, build_ui
+    from mvp.app.service import EnginePool, Service, ServiceError
+    from mvp.app.ui import CSS, build_ui
 
     info = engine.info
     version_id = store.register_model_version(
@@ -143,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     if first_password:
         print(
             f"首次运行：已创建管理员账号 {FIRST_ADMIN}，密码 {first_password}（只显示这一次）。\n"
-            f"创建更多账号：python -m mvp.users --db {config.db} add 姓名 --role clinician|admin|demo",
+            f"创建更多账号：python -m mvp.app.users --db {config.db} add 姓名 --role clinician|admin|demo",
             flush=True,
         )
     demo.launch(
         server_name=config.host,
         server_port=config.port,
         auth=store.authenticate,
-        auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.users 创建",
+        auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.app.users 创建",
         share=config.share,
         css=CSS,
         show_error=False,

@@ -141,9 +141,9 @@ def run(model_dir: Path, tokens: int, repeats: int) -> dict:
     import torch
     from gradio_client import Client
 
-    from mvp.engine import Engine
-    from mvp.loader import ModelSpec, load_model
-    from mvp.stages import build_messages, load_stages
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelSpec, load_model
+    from mvp.counsel.stages import build_messages, load_stages
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:

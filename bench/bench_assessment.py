@@ -84,8 +84,8 @@ def model_alone(engine):
 
 def load_engine(model: str):
     """An Engine over the model, or None (with a note) when it cannot be loaded."""
-    from mvp.engine import Engine
-    from mvp.loader import ModelLoadError, ModelSpec, load_model
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelLoadError, ModelSpec, load_model
 
     try:
         return Engine(load_model(ModelSpec(model=model)))

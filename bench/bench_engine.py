@@ -39,7 +39,7 @@ def conversation(turns: int) -> list[dict]:
 def bench_stream(engine, tokens: int, repeats: int) -> dict:
     import torch
 
-    from mvp.engine import GenerationParams
+    from mvp.model.engine import GenerationParams
 
     messages = conversation(3)
     model, tok = engine.loaded.model, engine.tokenizer
@@ -75,7 +75,7 @@ def bench_stream(engine, tokens: int, repeats: int) -> dict:
 
 
 def bench_prompt(engine, repeats: int) -> dict:
-    from mvp.dialogue import ContextBudget
+    from mvp.model.dialogue import ContextBudget
 
     out = {}
     for turns in (50, 500):
@@ -104,8 +104,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mvp.engine import Engine
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelSpec, load_model
 
     torch.set_num_threads(1)  # steadier timings on a 2-core machine
     engine = Engine(load_model(ModelSpec(model=args.model, quantization="none")))

@@ -9,7 +9,7 @@
    some client messages), one comparison per turn, a thumb on some replies. The Store has no bulk
    path, so seeding runs with SQLite `synchronous=OFF` in this process only (one fsync per call would
    make seeding, which is not what is measured, take ~10x longer); it is timed separately.
-2. `export(db, out)` with the default options (scrubbing on when mvp.privacy is importable) is timed
+2. `export(db, out)` with the default options (scrubbing on when mvp.safety.privacy is importable) is timed
    at N and at 2N ratings, alternately, `--repeats` times each; the best wall time of each counts
    (the dev machines are shared, so single runs are noisy); process CPU time is reported too.
    Goal: time(2N) / time(N) <= 2.3 (linear).
@@ -95,7 +95,7 @@ def seed(path: Path, ratings: int) -> dict:
 
 def scrub_available() -> bool:
     try:
-        import mvp.privacy  # noqa: F401
+        import mvp.safety.privacy  # noqa: F401
     except ImportError:
         return False
     return True
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['ratings']:>9} {row['conversations']:>7} {row['seed_s']:>8} {row['export_s']:>9} "
               f"{min(row['export_cpu_s']):>7} {row['db_mb']:>7} {row['export_mb']:>7}  {row['rows']}")
     print(f"export time 2N/N: {ratio:.2f} wall (best of {args.repeats}), {cpu_ratio:.2f} CPU (goal <= {GOAL_RATIO}); "
-          f"scrubbing {'on' if scrub else 'OFF (mvp.privacy missing)'}")
+          f"scrubbing {'on' if scrub else 'OFF (mvp.safety.privacy missing)'}")
     print(f"\ncompact vs per-turn on the bundled dialogues ({stats['tokenizer']}):")
     print(convert.format_stats(stats))
     print(f"per-turn / compact total tokens: {total['per_turn_over_compact_tokens']} "

@@ -7,8 +7,8 @@
 Backends, all measured in this run on the same prompts and thread count, all up at once with their
 timed rounds interleaved (the dev machine is shared: load from other processes hits each alike):
 
-1. `inprocess`: `mvp.engine.Engine` (the baseline: one generation at a time on the model, a lock).
-2. `serve-cb`: `transformers serve --continuous-batching` through `mvp.openai_backend.OpenAIEngine`.
+1. `inprocess`: `mvp.model.engine.Engine` (the baseline: one generation at a time on the model, a lock).
+2. `serve-cb`: `transformers serve --continuous-batching` through `mvp.model.openai_backend.OpenAIEngine`.
 3. With `--plain-serve`: `transformers serve` without continuous batching, for reference.
 4. Unless `--no-app`: `app-inprocess` vs `app-openai-cb`, the app itself (`python app.py --backend
    inprocess|openai`, N gradio_client sessions calling /chat), i.e. with the app's own queue in the way.
@@ -110,7 +110,7 @@ def concurrent_round(clients: int, ask) -> list[dict]:
 
 # -- through the engine interface ------------------------------------------------------------------
 def engine_ask(engine, tokens: int):
-    from mvp.engine import GenerationParams
+    from mvp.model.engine import GenerationParams
 
     def ask(i: int, t0: float):
         sent = time.perf_counter()
@@ -129,7 +129,7 @@ def fixed_length_openai_engine(base_url: str, model: str, tokens: int):
     with end-of-turn suppressed: min_new_tokens (honoured without continuous batching) and the pad
     token, which the model never writes, as the only end-of-turn id (continuous batching ignores
     min_new_tokens but takes eos_token_id per request)."""
-    from mvp.openai_backend import OpenAIEngine
+    from mvp.model.openai_backend import OpenAIEngine
 
     class FixedLength(OpenAIEngine):
         def request_kwargs(self, params, dialect):
@@ -161,8 +161,8 @@ def interleaved(asks: dict, clients: int, rounds: int) -> dict:
 def inprocess_engine(model: str, threads: int):
     import torch
 
-    from mvp.engine import Engine
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.engine import Engine
+    from mvp.model.loader import ModelSpec, load_model
 
     torch.set_num_threads(threads)
     engine = Engine(load_model(ModelSpec(model=model, quantization="none", device="cpu")))
@@ -174,7 +174,7 @@ def run_engines(model: str, clients: int, tokens: int, rounds: int, threads: int
                 tmp: Path) -> dict:
     """In-process Engine vs transformers serve (continuous batching; optionally also without)
     through OpenAIEngine: all up at once, rounds interleaved."""
-    from mvp.openai_backend import LocalServer
+    from mvp.model.openai_backend import LocalServer
 
     servers = {"serve-cb": LocalServer(model, continuous_batching=True, log=tmp / "serve-cb.log", threads=threads)}
     if plain_serve:
@@ -203,7 +203,7 @@ def run_engines(model: str, clients: int, tokens: int, rounds: int, threads: int
 
 # -- through the app -----------------------------------------------------------------------------
 def start_app(model: str, db: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    from mvp.openai_backend import free_port
+    from mvp.model.openai_backend import free_port
     from mvp.store import Store
 
     store = Store(db)
@@ -263,7 +263,7 @@ def app_ask(url: str, db: Path, clients: int):
 def run_apps(model: str, clients: int, tokens: int, rounds: int, threads: int, tmp: Path) -> dict:
     """The app on the in-process backend vs the app with --backend openai on transformers serve
     --continuous-batching: both up at once, rounds interleaved."""
-    from mvp.openai_backend import LocalServer
+    from mvp.model.openai_backend import LocalServer
 
     server = LocalServer(model, continuous_batching=True, log=tmp / "serve-app.log", threads=threads)
     procs = []
@@ -293,7 +293,7 @@ def resolve_model(model: str | None, tmp: Path) -> tuple[str, str]:
     demo = REPO / "models" / "demo"
     if (demo / "config.json").exists():
         return str(demo), "models/demo (trained demo model)"
-    from mvp.tiny_lm import build_untrained
+    from train.demo.tiny_lm import build_untrained
 
     folder = build_untrained(tmp / "demo-shape", shape="demo", vocab_size=4000)
     return str(folder), "untrained model of the demo shape (models/demo not built)"

@@ -7,7 +7,7 @@
 No download is possible on the GPU machines, so the model is built from Qwen2.5-7B-Instruct's config
 (values below) with random weights, initialised directly on the GPU in bf16, saved once as safetensors
 to a local folder, and loaded back the way the app loads a model: bf16, and NF4 through the app's own
-`mvp.loader.quantization_config("4bit", "cuda")` (double quantization, bf16 compute). Measured:
+`mvp.model.loader.quantization_config("4bit", "cuda")` (double quantization, bf16 compute). Measured:
 
 1. load time and GPU memory (resident and peak) for NF4 vs bf16;
 2. time to first token (prefill) and decode tokens/s for one stream and for 8 concurrent streams
@@ -161,7 +161,7 @@ def load(folder: Path, mode: str, dev: Device, dense_dtype):
     """(model, figures): from_pretrained as the app does, bf16 (dense) or 4-bit NF4."""
     from transformers import AutoModelForCausalLM
 
-    from mvp.loader import quantization_config
+    from mvp.model.loader import quantization_config
 
     dev.reset_peak()
     before = dev.resident_gib()

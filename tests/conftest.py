@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """An untrained tiny Qwen2 model + tokenizer trained on the bundled dialogues (a folder)."""
-    from mvp.tiny_lm import build_untrained
+    from train.demo.tiny_lm import build_untrained
 
     return build_untrained(tmp_path_factory.mktemp("tiny-model"), shape="test", vocab_size=2000)
 
@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_model_dir):
     """The tiny model loaded through the app's loader (fp32, CPU)."""
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
 
     return load_model(ModelSpec(model=str(tiny_model_dir), quantization="none"))
 
@@ -34,6 +34,6 @@ def tiny_loaded(tiny_model_dir):
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_loaded):
     """An Engine over the tiny model (chat template format)."""
-    from mvp.engine import Engine
+    from mvp.model.engine import Engine
 
     return Engine(tiny_loaded)

@@ -26,12 +26,12 @@ ACCOUNTS = {"boss": "admin", "wang": "clinician", "li": "clinician", "expo": "de
 # Tables whose rows the app writes; compared before and after every call.
 TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flags", "deletion_log", "assessments",
           "assessment_items")
-# Named API endpoints registered by mvp.ui.register_api.
+# Named API endpoints registered by mvp.app.ui.register_api.
 ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/history", "/rate", "/thumb",
              "/compare", "/choose", "/flags", "/review_flag", "/start_screening", "/screening", "/correct_item",
              "/delete_conversation")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
-INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.ui.user_errors: an exception the service did not expect
+INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.app.ui.user_errors: an exception the service did not expect
 
 
 def start_app(model_dir: Path, db: Path, log: Path, max_new_tokens: int):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mvp.config import AppConfig, ConfigError, load_config
+from mvp.app.config import AppConfig, ConfigError, load_config
 from mvp.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def test_openai_backend_needs_a_base_url():
 def test_public_host_without_accounts_refuses_to_start(tmp_path):
     result = run_app("--host", "0.0.0.0", "--db", str(tmp_path / "f.db"), "--model", str(tmp_path / "none"))
     assert result.returncode == 2
-    assert "mvp.users" in result.stderr and "admin" in result.stderr
+    assert "mvp.app.users" in result.stderr and "admin" in result.stderr
     assert "Traceback" not in result.stderr
 
 

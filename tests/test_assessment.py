@@ -1,7 +1,7 @@
 """Tests for mvp.assessment: instruments file, rule and model scoring, the screening flow, the CLI.
 
 Offline and CPU only; no model is needed except in the one engine test, which uses the tiny model
-fixture from conftest.py and is skipped when mvp.engine is missing.
+fixture from conftest.py and is skipped when mvp.model.engine is missing.
 
     .venv/bin/python -m pytest tests/test_assessment.py -q
 """
@@ -279,7 +279,7 @@ def test_parse_model_score(text, score):
 
 
 def test_model_prompt_and_params(phq9):
-    pytest.importorskip("mvp.engine")
+    pytest.importorskip("mvp.model.engine")
     engine = FakeEngine("3")
     result = score_model("天天都睡不着", phq9.item(3), engine, phq9)
     assert result == ItemScore(3, "model", result.confidence, result.evidence)
@@ -298,7 +298,7 @@ def test_build_model_messages_without_instrument(phq9):
 
 
 def test_score_answer_combinations(phq9):
-    pytest.importorskip("mvp.engine")
+    pytest.importorskip("mvp.model.engine")
     agree = score_answer("几乎每天都这样", phq9, 1, FakeEngine("3"))
     assert (agree.score, agree.method, agree.needs_review) == (3, "model+rules", False)
     disagree = score_answer("几乎每天都这样", phq9, 1, FakeEngine("1"))
@@ -326,7 +326,7 @@ def test_score_answer_without_engine(phq9, gad7):
 
 def test_score_answer_with_tiny_engine(phq9, request):
     """The real GenerationParams and Engine.generate path (random tiny model: any outcome is valid)."""
-    pytest.importorskip("mvp.engine")
+    pytest.importorskip("mvp.model.engine")
     pytest.importorskip("torch")
     engine = request.getfixturevalue("tiny_engine")
     result = score_answer("有几天吧", phq9, 1, engine)

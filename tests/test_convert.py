@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mvp import tiny_lm
+from train.demo import tiny_lm
 from train import convert, formats
 
 DIALOGUES = list(tiny_lm.iter_dialogues())

@@ -1,4 +1,4 @@
-"""The built-in demo model (`mvp.demo_model`), built in its reduced `quick` form.
+"""The built-in demo model (`train.demo.build`), built in its reduced `quick` form.
 
 One quick build (fixed steps, so the assertions do not depend on the machine's speed) is shared by
 the module; the determinism test makes two more, smaller ones.
@@ -16,8 +16,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from mvp import demo_model as dm  # noqa: E402
-from mvp import tiny_lm  # noqa: E402
+from train.demo import build as dm  # noqa: E402
+from train.demo import tiny_lm  # noqa: E402
 
 QUICK_STEPS = 150
 # The quick build (150 steps, vocab 1000) reaches about 0.15x the untrained perplexity; 0.5x leaves room

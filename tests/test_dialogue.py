@@ -2,7 +2,7 @@
 
 import pytest
 
-from mvp.dialogue import (
+from mvp.model.dialogue import (
     ChatTemplateFormat,
     ContextBudget,
     ContextTooLongError,

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from mvp.engine import Engine, GenerationParams, ReplyResult
-from mvp.loader import ModelLoadError, ModelSpec, load_model, quantization_config
+from mvp.model.engine import Engine, GenerationParams, ReplyResult
+from mvp.model.loader import ModelLoadError, ModelSpec, load_model, quantization_config
 
 MESSAGES = [
     {"role": "system", "content": "你是一名心理咨询师。"},
@@ -213,7 +213,7 @@ def test_adapter_for_another_base_is_a_clear_error(tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mvp.tiny_lm import ModelShape, build_untrained
+    from train.demo.tiny_lm import ModelShape, build_untrained
 
     other = build_untrained(tmp_path / "other", shape=ModelShape(96, 128, 2, 4, 2, 512), vocab_size=2000)
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(other),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mvp.stages import load_stages
+from mvp.counsel.stages import load_stages
 from mvp.store import Store, passwords
 from train import export as export_mod
 from train import formats

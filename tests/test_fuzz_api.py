@@ -35,7 +35,7 @@ from gradio_client.exceptions import AppError
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from mvp.cases import load_cases
+from mvp.counsel.cases import load_cases
 from tests.reliability import (
     ARTIFACTS,
     ENDPOINTS,

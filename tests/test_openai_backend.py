@@ -1,4 +1,4 @@
-"""The openai backend (mvp.openai_backend) against a real `transformers serve` on loopback, and through
+"""The openai backend (mvp.model.openai_backend) against a real `transformers serve` on loopback, and through
 the whole app (python app.py --backend openai) with gradio_client; failure cases (server down, wrong
 model name, timeout, a stream cut in the middle, the server killed mid-reply) with their messages and
 what is stored.
@@ -20,12 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from mvp.dialogue import PlainFormat
-from mvp.engine import GenerationError, GenerationParams
+from mvp.model.dialogue import PlainFormat
+from mvp.model.engine import GenerationError, GenerationParams
 
 openai = pytest.importorskip("openai", reason="the openai backend needs `pip install transformers[serving]`")
 
-from mvp.openai_backend import (  # noqa: E402
+from mvp.model.openai_backend import (  # noqa: E402
     EstimatedChatFormat,
     LocalServer,
     OpenAIEngine,
@@ -110,8 +110,8 @@ def test_wrong_model_name_is_a_clear_error(server):
 
 
 def test_factory_reads_the_key_from_the_named_variable_and_versions_reopen(server, monkeypatch, tmp_path):
-    from mvp.config import load_config
-    from mvp.openai_backend import engine_for_version, make_openai_engine
+    from mvp.app.config import load_config
+    from mvp.model.openai_backend import engine_for_version, make_openai_engine
     from mvp.store import Store
 
     monkeypatch.setenv("COUNSEL_KEY", "secret-123")
@@ -217,8 +217,8 @@ def test_cancel_does_not_wait_for_a_stalled_server(fake_server):
 
 
 def test_service_does_not_store_a_cut_reply(fake_server, tmp_path):
-    from mvp.service import EnginePool, Service, ServiceError
-    from mvp.stages import load_stages
+    from mvp.app.service import EnginePool, Service, ServiceError
+    from mvp.counsel.stages import load_stages
     from mvp.store import Store
 
     engine = OpenAIEngine(fake_server("cut"), "m", timeout_s=5, probe=False, dialect="vllm")
@@ -266,7 +266,7 @@ def test_budget_without_a_local_tokenizer_uses_the_conservative_estimate():
 
 
 def test_estimate_is_above_the_model_tokenizer(engine):
-    from mvp.tiny_lm import dialogue_texts, iter_dialogues
+    from train.demo.tiny_lm import dialogue_texts, iter_dialogues
 
     texts = [t for _, t in zip(range(300), dialogue_texts(iter_dialogues()))]
     ours = sum(engine.count_tokens(t) for t in texts)

@@ -24,7 +24,7 @@ def seed_feedback_db(path: Path, base_model: str, conversations: int = 12) -> di
     Per turn: the dialogue's own counsellor reply (rated 5) and a curt alternative (rated 1), compared
     by a clinician (good wins); every third good reply also gets a rewrite. Returns the ids used.
     """
-    from mvp.tiny_lm import iter_dialogues
+    from train.demo.tiny_lm import iter_dialogues
 
     s = Store(path)
     s.add_user("li", "password-li-123", "clinician")
@@ -86,8 +86,8 @@ def pipeline_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_pipeline_registers_a_version_the_engine_serves(pipeline_run):
-    from mvp.engine import Engine, GenerationParams
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.engine import Engine, GenerationParams
+    from mvp.model.loader import ModelSpec, load_model
 
     summary = pipeline_run["summary"]
     assert summary["stages"] == {"sft": "ran", "rm": "ran", "dpo": "ran"}

@@ -1,4 +1,4 @@
-"""Tests for mvp.privacy: typed placeholders, validation of numbers, kept hotlines, aligned pairs.
+"""Tests for mvp.safety.privacy: typed placeholders, validation of numbers, kept hotlines, aligned pairs.
 
 Run: .venv/bin/python -m pytest tests/test_privacy.py -q   (offline, under a second)
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mvp.privacy import (KINDS, PLACEHOLDERS, Scrubber, add_counts, empty_counts, id_checksum_ok, luhn_ok, scrub,
+from mvp.safety.privacy import (KINDS, PLACEHOLDERS, Scrubber, add_counts, empty_counts, id_checksum_ok, luhn_ok, scrub,
                          scrub_messages, scrub_record)
 from mvp.safety import load_resources
 

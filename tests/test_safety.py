@@ -399,7 +399,7 @@ def test_model_check_builds_default_params_lazily(monkeypatch: pytest.MonkeyPatc
         do_sample: bool = True
         seed: int | None = None
 
-    monkeypatch.setitem(sys.modules, "mvp.engine", types.SimpleNamespace(GenerationParams=GenerationParams))
+    monkeypatch.setitem(sys.modules, "mvp.model.engine", types.SimpleNamespace(GenerationParams=GenerationParams))
     engine = _FakeEngine("无")
     assert model_check("你好", engine).categories == ()
     params = engine.calls[0][1]
@@ -407,7 +407,7 @@ def test_model_check_builds_default_params_lazily(monkeypatch: pytest.MonkeyPatc
 
 
 def test_model_check_without_engine_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "mvp.engine", None)          # import raises ImportError
+    monkeypatch.setitem(sys.modules, "mvp.model.engine", None)          # import raises ImportError
     with pytest.raises(SafetyError, match="params="):
         model_check("你好", _FakeEngine("无"))
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from mvp.dialogue import ContextBudget, PlainFormat
-from mvp.engine import _DONE, EngineBase, ReplyResult
-from mvp.service import EnginePool, Service, ServiceError
-from mvp.stages import load_stages
+from mvp.model.dialogue import ContextBudget, PlainFormat
+from mvp.model.engine import _DONE, EngineBase, ReplyResult
+from mvp.app.service import EnginePool, Service, ServiceError
+from mvp.counsel.stages import load_stages
 from mvp.store import Store
 
 

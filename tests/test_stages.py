@@ -2,7 +2,7 @@
 
 import pytest
 
-from mvp.stages import StageFileError, build_messages, load_stages
+from mvp.counsel.stages import StageFileError, build_messages, load_stages
 
 
 def test_shipped_stages_file():

@@ -33,7 +33,7 @@ def _write_jsonl(path: Path, rows: list) -> Path:
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
     """A small export folder: SFT conversations, DPO pairs and KTO rows from the bundled dialogues."""
-    from mvp.tiny_lm import iter_dialogues
+    from train.demo.tiny_lm import iter_dialogues
 
     root = tmp_path_factory.mktemp("export")
     dialogues = [d for d in iter_dialogues() if len(d["messages"]) >= 4][:N_TRAIN + N_EVAL]
@@ -102,8 +102,8 @@ def tiny_args(tiny_model_dir, out: Path, **extra) -> dict:
 
 def generates(tiny_model_dir, adapter: Path) -> str:
     """The adapter loads back through the app's loader and the engine answers with it."""
-    from mvp.engine import Engine, GenerationParams
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.engine import Engine, GenerationParams
+    from mvp.model.loader import ModelSpec, load_model
 
     loaded = load_model(ModelSpec(model=str(tiny_model_dir), adapter=str(adapter), quantization="none"))
     assert type(loaded.model).__name__ == "PeftModelForCausalLM"
@@ -183,7 +183,7 @@ def test_pt_trains_on_plain_text(tmp_path, tiny_model_dir, snapshot):
 def test_rm_trains_score_head_and_lora(tmp_path, tiny_model_dir, export_dir, snapshot):
     import torch
 
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
     from train.rm import RMStageConfig, run
 
     out = run(RMStageConfig(**tiny_args(tiny_model_dir, tmp_path / "rm", data=str(export_dir))))
@@ -495,7 +495,7 @@ def test_inputs_hash_follows_data_config_and_adapter(tmp_path, export_dir):
 def test_assistant_only_loss_needs_a_marked_template(tiny_loaded):
     import copy
 
-    from mvp.tiny_lm import CHAT_TEMPLATE
+    from train.demo.tiny_lm import CHAT_TEMPLATE
 
     tok = copy.deepcopy(tiny_loaded.tokenizer)
     assert common.assistant_mask_supported(tok)[0]

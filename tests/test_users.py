@@ -1,4 +1,4 @@
-"""Tests for the accounts CLI, `python -m mvp.users`, run as a user would (subprocess, MVP_PASSWORD).
+"""Tests for the accounts CLI, `python -m mvp.app.users`, run as a user would (subprocess, MVP_PASSWORD).
 
 Run: python -m pytest tests/test_users.py -q
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mvp import users as users_cli
+from mvp.app import users as users_cli
 from mvp.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def run_cli(tmp_path: Path, *args: str, password: str | None = None) -> subproce
     if password is not None:
         env["MVP_PASSWORD"] = password
     return subprocess.run(
-        [sys.executable, "-m", "mvp.users", "--db", str(tmp_path / "feedback.db"), *args],
+        [sys.executable, "-m", "mvp.app.users", "--db", str(tmp_path / "feedback.db"), *args],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
 

@@ -8,7 +8,7 @@ Nothing here trains by itself. A stage module is a config dataclass + `run(confi
     save_stage_output(trainer.model, loaded.tokenizer, config, ...)
 
 Errors the user can fix (a bad key, a missing file, an empty or malformed dataset, a model that will not
-load) are `ConfigError`, `DataError` or `mvp.loader.ModelLoadError`; `cli()` prints them as one line
+load) are `ConfigError`, `DataError` or `mvp.model.loader.ModelLoadError`; `cli()` prints them as one line
 and exits with status 2, never with a traceback.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from mvp.loader import DEVICES, QUANTIZATIONS, ModelLoadError
+from mvp.model.loader import DEVICES, QUANTIZATIONS, ModelLoadError
 
 TRAIN_CONFIG_FILE = "train_config.json"
 DATA_MANIFEST_FILE = "data_manifest.json"
@@ -69,7 +69,7 @@ def log(stage: str, message: str) -> None:
 class StageConfig:
     """Fields every training stage has. Stages subclass it and add their own (with other defaults)."""
 
-    model: str = field(default="demo", metadata={"help": "基座模型：demo、本地文件夹或 Hugging Face 模型 id（经 mvp.loader 加载）"})
+    model: str = field(default="demo", metadata={"help": "基座模型：demo、本地文件夹或 Hugging Face 模型 id（经 mvp.model.loader 加载）"})
     adapter: str | None = field(default=None, metadata={"help": "在这个 LoRA 适配器上继续训练（例如 SFT 的输出）；不给则新建 LoRA"})
     quantization: str = field(default="auto", metadata={"help": "auto（CUDA 上 4-bit = QLoRA，CPU 上不量化）|4bit|8bit|none"})
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
@@ -442,7 +442,7 @@ def stage_callbacks(args: StageConfig, stage: str) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading through mvp.loader
+# Loading through mvp.model.loader
 
 
 def assistant_mask_supported(tokenizer) -> tuple[bool, str]:
@@ -467,7 +467,7 @@ def assistant_mask_supported(tokenizer) -> tuple[bool, str]:
 
 def load_for_training(args: StageConfig, *, model_class: str = "causal_lm", task_type: str = "CAUSAL_LM",
                       padding_side: str = "right"):
-    """Load base (+ adapter to continue) through mvp.loader; return (LoadedModel, peft_config or None).
+    """Load base (+ adapter to continue) through mvp.model.loader; return (LoadedModel, peft_config or None).
 
     A given adapter is loaded trainable and training continues it (peft_config None); otherwise a fresh
     LoRA is created by the trainer from the returned peft_config. On CUDA with quantization auto the base
@@ -475,7 +475,7 @@ def load_for_training(args: StageConfig, *, model_class: str = "causal_lm", task
     """
     from transformers import set_seed
 
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
 
     set_seed(args.seed)  # a new LoRA and a new score head are initialised at random
     rank = local_rank()
@@ -687,7 +687,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def model_identity(model: str) -> dict[str, Any]:
     """What identifies a base model for the skip hash: a folder's config and weight files, or the hub id."""
-    from mvp.loader import resolve_model_path
+    from mvp.model.loader import resolve_model_path
 
     try:
         path, _ = resolve_model_path(model)

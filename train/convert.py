@@ -23,7 +23,7 @@ COUNTED: a JSON summary goes to stdout, nothing is dropped silently; `--strict` 
 Client messages after the last reply are trimmed (nothing to supervise) and counted too.
 
 `stats` tokenizes the bundled dialogues (with the demo model's tokenizer when models/demo exists,
-else a small one trained here with `mvp.tiny_lm.train_tokenizer`) and reports, per source and in
+else a small one trained here with `train.demo.tiny_lm.train_tokenizer`) and reports, per source and in
 total: samples, total tokens and supervised tokens for one compact sample per conversation vs the
 per-turn expansion, with the stage instruction of the first stage as system prompt.
 """
@@ -46,7 +46,7 @@ from train.formats import FormatError
 
 FORMATS = ("messages", "sharegpt", "bianque", "alpaca")
 EXPAND_CHOICES = ("auto", "none", "per-turn")
-TOKENIZER_VOCAB = 4000  # same size as the demo model's tokenizer (mvp.demo_model)
+TOKENIZER_VOCAB = 4000  # same size as the demo model's tokenizer (train.demo.build)
 TOKENIZER_DIALOGUES = 300  # enough text for a stable BPE; training on all 1,100 takes ~15 s
 VERIFY_DIALOGUES = 20  # per-turn counts checked against real per-sample tokenization
 STATS_SYSTEM_NOTE = "system prompt: the first stage's instruction from config/stages.yaml"
@@ -193,7 +193,7 @@ def convert_file(src: Path, dst: Path, source: str, target: str, expand: str = "
 # -- compact vs per-turn statistics ---------------------------------------------------------------
 def load_stats_tokenizer(dialogues: Sequence[dict], model_dir: Path | None = None):
     """(tokenizer, description): the demo model's when built, else a small BPE trained here."""
-    from mvp import tiny_lm
+    from train.demo import tiny_lm
 
     model_dir = model_dir or tiny_lm.REPO_ROOT / "models" / "demo"
     if (model_dir / "tokenizer.json").is_file():
@@ -202,7 +202,7 @@ def load_stats_tokenizer(dialogues: Sequence[dict], model_dir: Path | None = Non
         return AutoTokenizer.from_pretrained(model_dir), f"demo model tokenizer ({model_dir})"
     sample = list(dialogues[:TOKENIZER_DIALOGUES])
     tok = tiny_lm.train_tokenizer(tiny_lm.dialogue_texts(sample), vocab_size=TOKENIZER_VOCAB)
-    return tok, (f"BPE trained here with mvp.tiny_lm.train_tokenizer (vocab {TOKENIZER_VOCAB}, "
+    return tok, (f"BPE trained here with train.demo.tiny_lm.train_tokenizer (vocab {TOKENIZER_VOCAB}, "
                  f"{len(sample)} dialogues; models/demo not built)")
 
 
@@ -282,8 +282,8 @@ def expansion_stats(dialogues: Sequence[dict], tokenizer, system: str) -> dict:
 
 
 def run_stats(json_out: Path | None = None, model_dir: Path | None = None) -> dict:
-    from mvp import tiny_lm
-    from mvp.stages import load_stages
+    from train.demo import tiny_lm
+    from mvp.counsel.stages import load_stages
 
     started = time.perf_counter()
     dialogues = list(tiny_lm.iter_dialogues())

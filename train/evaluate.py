@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mvp.loader import DEVICES, QUANTIZATIONS
+from mvp.model.loader import DEVICES, QUANTIZATIONS
 from train import common
 
 
@@ -125,7 +125,7 @@ class ModelScores:
 
 def score_model(loaded, sft_rows, pairs, prompts, cfg: EvalConfig, label: str) -> ModelScores:
     """Perplexity terms, pair log-probs and greedy replies of one loaded model."""
-    from mvp.engine import Engine, GenerationParams
+    from mvp.model.engine import Engine, GenerationParams
 
     scores = ModelScores()
     tok, model = loaded.tokenizer, loaded.model
@@ -190,7 +190,7 @@ def prepare(cfg: EvalConfig, tokenizer):
 def reward_scores(cfg: EvalConfig, prompts, replies_by_model: dict[str, list[str]]) -> dict[str, float]:
     import torch
 
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
 
     if not (Path(cfg.reward_model) / "adapter_config.json").is_file():
         raise common.ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹")
@@ -222,7 +222,7 @@ def _summary(s: ModelScores) -> dict:
 
 
 def run(cfg: EvalConfig) -> dict:
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
 
     started = time.monotonic()
     scores, loaded = {}, None

@@ -25,7 +25,7 @@ writes. Layout of `--out` (files with no rows are not written; the manifest list
 
 Train/eval split by conversation (never one conversation on both sides), by a seeded hash, so a
 conversation stays on its side as the database grows. Personal data is scrubbed by default with
-`mvp.privacy` (one mapping per conversation, so prompt, chosen and rejected agree). An empty or
+`mvp.safety.privacy` (one mapping per conversation, so prompt, chosen and rejected agree). An empty or
 ratings-free database is an error: a message, exit status 2, nothing written. The folder is built
 under a temporary name and renamed into place; an existing folder is replaced only with --overwrite.
 """
@@ -99,7 +99,7 @@ def _sha256(path: Path) -> str:
 
 
 def _load_stages(path: str | None):
-    from mvp.stages import StageFileError, load_stages
+    from mvp.counsel.stages import StageFileError, load_stages
 
     try:
         return load_stages(path)
@@ -111,9 +111,9 @@ def _scrubber(enabled: bool) -> samples.ScrubMessages | None:
     if not enabled:
         return None
     try:
-        from mvp.privacy import Scrubber, scrub_messages
+        from mvp.safety.privacy import Scrubber, scrub_messages
     except ImportError as exc:
-        raise ExportError(f"无法加载隐私脱敏模块 mvp.privacy（{exc}）；确认数据已脱敏时可用 --no-scrub / "
+        raise ExportError(f"无法加载隐私脱敏模块 mvp.safety.privacy（{exc}）；确认数据已脱敏时可用 --no-scrub / "
                           "privacy module unavailable") from None
     # The hotline numbers to keep come from a config file: read it once, not once per conversation.
     keep_numbers = Scrubber().keep_numbers
@@ -284,7 +284,7 @@ def export(db_path: str | os.PathLike, out_dir: str | os.PathLike, options: Expo
            *, scrub_messages: samples.ScrubMessages | None = None) -> dict:
     """Export feedback.db into `out_dir` (see the module docstring); returns the manifest.
 
-    `scrub_messages` replaces `mvp.privacy.scrub_messages` (same contract) when given; it is only
+    `scrub_messages` replaces `mvp.safety.privacy.scrub_messages` (same contract) when given; it is only
     used when `options.scrub` is on.
     """
     with _gc_paused():

@@ -13,7 +13,7 @@ The common currency is a list of role/content messages (`{"role": "system"|"user
   the system prompt (`LEADING_ASSISTANT_NOTE`). `llamafactory_problem` applies LLaMA-Factory 0.9's own
   acceptance rules, because LLaMA-Factory silently skips a row that breaks them.
 * BianQue/SoulChat `{"input", "target"}`, SMILE-style: the stage instruction travels inside `input`
-  (`instruction\\n对话：\\n来访者：…\\n咨询师：…\\n咨询师：`), rendered by `mvp.dialogue.PlainFormat`.
+  (`instruction\\n对话：\\n来访者：…\\n咨询师：…\\n咨询师：`), rendered by `mvp.model.dialogue.PlainFormat`.
 * alpaca (LLaMA-Factory flavour): `{"instruction", "input", "output", "system", "history": [[q, a]]}`.
 
 Everything that cannot be represented raises `FormatError` with a short `reason` code, so callers
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mvp.dialogue import PlainFormat
+from mvp.model.dialogue import PlainFormat
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 SHAREGPT_USER, SHAREGPT_ASSISTANT, SHAREGPT_SYSTEM = "human", "gpt", "system"

@@ -10,7 +10,7 @@ data manifest, metrics, created time), which the app serves (`python app.py --mo
 ADAPTER`, printed at the end) and offers in the blind arena next to its parent.
 
 How stages feed each other. ONE LoRA adapter on the unchanged base is carried through the policy
-stages (pt, sft, dpo, rl): each continues the previous stage's adapter (mvp.loader loads it trainable),
+stages (pt, sft, dpo, rl): each continues the previous stage's adapter (mvp.model.loader loads it trainable),
 and DPO/KTO/RL use a frozen copy of that adapter as their reference model, so the reference is the SFT
 policy as DPO intends. Nothing is merged: merging into a 4-bit base is not possible (QLoRA), and the
 app serves base + adapter directly. The first policy stage continues the parent version's adapter
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvp.loader import DEVICES, QUANTIZATIONS
+from mvp.model.loader import DEVICES, QUANTIZATIONS
 from train import common, dpo, evaluate, pt, rl, rm, sft
 
 STAGE_MODULES = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "rl": rl}
@@ -176,7 +176,7 @@ def find_parent(store, cfg: PipelineConfig) -> dict | None:
 
 
 def serving_quantization(cfg: PipelineConfig) -> str:
-    from mvp.loader import resolve_device, resolve_quantization
+    from mvp.model.loader import resolve_device, resolve_quantization
 
     return resolve_quantization(cfg.quantization, resolve_device(cfg.device))
 

@@ -103,7 +103,7 @@ def run(cfg: PTStageConfig) -> Path:
     d = digest(cfg)
     common.prepare_output_dir(cfg.output_dir)
 
-    from mvp.loader import load_tokenizer, resolve_model_path
+    from mvp.model.loader import load_tokenizer, resolve_model_path
 
     tokenizer = load_tokenizer(resolve_model_path(cfg.model)[0])
     rows, short = windows(docs, tokenizer, cfg.max_length, cfg.min_chars)

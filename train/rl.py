@@ -12,7 +12,7 @@ unreliable.
 
 Prompts come from the export's preference data (trl/dpo_train.jsonl, or kto_train.jsonl with
 --prompts-from kto), each distinct prompt once, or from a JSONL file of {"prompt": [messages]} rows.
-The reward model is the `rm` stage's output, loaded through mvp.loader as a sequence classifier.
+The reward model is the `rm` stage's output, loaded through mvp.model.loader as a sequence classifier.
 With --safety-penalty P > 0 and mvp.safety present, a reply that mvp.safety.screen_reply flags gets
 -P added to its reward (a rule-based guard the reward model cannot be trusted to learn from few pairs).
 """
@@ -96,8 +96,8 @@ def load_prompts(cfg: RLStageConfig) -> tuple[list[dict], dict]:
 
 
 def load_reward_model(cfg: RLStageConfig, device: str):
-    """The rm stage's adapter on the same base, as a frozen sequence classifier (through mvp.loader)."""
-    from mvp.loader import ModelSpec, load_model
+    """The rm stage's adapter on the same base, as a frozen sequence classifier (through mvp.model.loader)."""
+    from mvp.model.loader import ModelSpec, load_model
 
     if not (Path(cfg.reward_model) / "adapter_config.json").is_file():
         raise common.ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹（先运行 train.rm）")

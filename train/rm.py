@@ -4,7 +4,7 @@
 
 Data: trl/dpo_train.jsonl (and dpo_eval.jsonl) of an export folder, or a JSONL file of
 {"prompt": [messages ending with user], "chosen": [assistant msg], "rejected": [assistant msg]}.
-The base is loaded through mvp.loader as AutoModelForSequenceClassification(num_labels=1): its new
+The base is loaded through mvp.model.loader as AutoModelForSequenceClassification(num_labels=1): its new
 `score` head is trained and saved with the LoRA adapter (peft task SEQ_CLS), so
 `load_model(ModelSpec(base, adapter=OUT), model_class="seq_cls")` gives the reward model back; the
 RL stage and the evaluation use it that way.

@@ -6,7 +6,7 @@ Rules (issue 4):
 - Prompt of a reply = its system prompt + the dialogue along its parent links, exactly as the model
   saw it: `gen_params["system_prompt"]` when the app recorded it, else the instruction of the reply's
   stage from the stages file, with the crisis instruction in front when the reply carried a crisis
-  preamble (as `mvp.service` builds it). Context messages keep their stored text.
+  preamble (as `mvp.app.service` builds it). Context messages keep their stored text.
 - A reply's own text = what the model wrote: the crisis preamble the app prepends is removed when its
   length is recorded, and a blocked reply contributes its original (unsafe) text, only ever as a
   negative example.

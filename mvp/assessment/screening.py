@@ -5,7 +5,7 @@ scores each free-text answer 0-3 (完全不会 / 好几天 / 一半以上的天�
 Python, importable without a server or a model:
 
 - `load_instruments()` reads and validates `config/instruments.yaml` -> {id: Instrument}.
-- `score_rules()` maps explicit frequency words and day counts to a score (mvp/assessment_rules.py,
+- `score_rules()` maps explicit frequency words and day counts to a score (mvp/assessment/rules.py,
   whose docstring documents the mapping).
 - `score_model()` asks a model, through `engine.generate`, to classify the answer.
 - `score_answer()` combines both: the model classifies, the rules cross-check; disagreement, a
@@ -32,7 +32,8 @@ from typing import Any, Iterable
 
 import yaml
 
-from mvp.assessment_rules import (  # noqa: F401 - re-exported: callers import them from here
+from mvp.paths import CONFIG_DIR
+from mvp.assessment.rules import (  # noqa: F401 - re-exported: callers import them from here
     MAX_SCORE,
     MIN_SCORE,
     ItemScore,
@@ -40,7 +41,6 @@ from mvp.assessment_rules import (  # noqa: F401 - re-exported: callers import t
     score_rules,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_INSTRUMENTS_PATH = CONFIG_DIR / "instruments.yaml"
 
 # Below LOW_CONFIDENCE a scored item is vague (follow-up, review).
@@ -235,7 +235,7 @@ def parse_model_score(text: str) -> int | None:
 
 def score_model(answer: str, item: Item, engine: Any, instrument: Instrument | None = None) -> ItemScore | None:
     """Ask the model through `engine.generate(messages, params)`; None when the reply has no score."""
-    from mvp.engine import GenerationParams  # lazy: keeps this module importable without torch
+    from mvp.model.engine import GenerationParams  # lazy: keeps this module importable without torch
 
     params = GenerationParams(temperature=0.0, max_new_tokens=MODEL_MAX_NEW_TOKENS)
     reply = engine.generate(build_model_messages(answer, item, instrument), params)
@@ -482,10 +482,10 @@ def read_answers(lines: Iterable[str]) -> Iterable[str]:
 def _load_engine(model: str) -> Any:
     """Load a model through the app's one loader (lazy: torch is imported only here)."""
     try:
-        from mvp.engine import Engine
-        from mvp.loader import ModelLoadError, ModelSpec, load_model
+        from mvp.model.engine import Engine
+        from mvp.model.loader import ModelLoadError, ModelSpec, load_model
     except ImportError as exc:
-        raise AssessmentError(f"--model needs mvp.loader and mvp.engine, which cannot be imported: {exc}") from exc
+        raise AssessmentError(f"--model needs mvp.model.loader and mvp.model.engine, which cannot be imported: {exc}") from exc
     try:
         return Engine(load_model(ModelSpec(model=model)))
     except (ModelLoadError, OSError, ValueError) as exc:

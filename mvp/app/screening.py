@@ -1,4 +1,4 @@
-"""Guided PHQ-9 / GAD-7 screening inside a conversation (part of `mvp.service.Service`).
+"""Guided PHQ-9 / GAD-7 screening inside a conversation (part of `mvp.app.service.Service`).
 
 The clinician (playing the client) starts a screening in a conversation; the app records a client
 turn "（来访者同意开始……筛查）" and replies with the instrument's introduction and first question.

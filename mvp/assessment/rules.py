@@ -5,7 +5,7 @@ model, offline and deterministically; mvp.assessment uses it alone or to cross-c
 scorer. Plain Python, no I/O. `ItemScore` (the result of every scorer) is defined here and
 re-exported by mvp.assessment, which is what callers import from:
 
-    from mvp.assessment import score_rules
+    from mvp.assessment.screening import score_rules
     echo "几乎每天都睡不好" | python -m mvp.assessment score --instrument phq9 --item 3
 
 Rule mapping (window = the last 14 days):
@@ -36,7 +36,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:  # annotations only: mvp.assessment imports this module
-    from mvp.assessment import Instrument, Item
+    from mvp.assessment.screening import Instrument, Item
 
 MIN_SCORE = 0
 MAX_SCORE = 3

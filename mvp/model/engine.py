@@ -7,7 +7,7 @@
     gen.result                 # ReplyResult: text, finish_reason, tokens, timings, model metadata
     gen.cancel()               # from another thread: stops at the next token
 
-The engine fits the conversation into the model's context (`mvp.dialogue.ContextBudget`), renders it
+The engine fits the conversation into the model's context (`mvp.model.dialogue.ContextBudget`), renders it
 with the prompt format, and runs `model.generate` in a worker thread. Only one generation runs on the
 model at a time (a lock), so concurrent clinicians queue instead of sharing a GPU by accident.
 It knows nothing about stages, the UI or the database.
@@ -22,8 +22,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from mvp.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
-from mvp.loader import LoadedModel
+from mvp.model.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.model.loader import LoadedModel
 
 MAX_NEW_TOKENS_LIMIT = 4096
 STREAM_TIMEOUT_S = 600.0

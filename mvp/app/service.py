@@ -21,16 +21,18 @@ from typing import Any
 
 import yaml
 
+from mvp.paths import CONFIG_DIR
+
 from mvp import safety
-from mvp.dialogue import DialogueError
+from mvp.model.dialogue import DialogueError
 from mvp.assessment import AssessmentError
-from mvp.engine import GenerationError, GenerationParams
-from mvp.service_screening import ScreeningMixin
-from mvp.stages import Stages, build_messages
+from mvp.model.engine import GenerationError, GenerationParams
+from mvp.app.screening import ScreeningMixin
+from mvp.counsel.stages import Stages, build_messages
 from mvp.store import NotFoundError, PermissionDeniedError, Store, StoreError, ValidationError
 from mvp.store.validation import MAX_MESSAGE_CHARS, check_text
 
-RATING_FILE = Path(__file__).resolve().parent.parent / "config" / "rating.yaml"
+RATING_FILE = CONFIG_DIR / "rating.yaml"
 DIMENSIONS = ("overall", "empathy", "professionalism", "safety", "guidance")
 COMPARE_CHOICES = ("a", "b", "tie", "both_bad")
 MAX_LOADED_ENGINES = 2
@@ -167,7 +169,7 @@ class Service(ScreeningMixin):
         user = self.user(name)
         stage = self.stages.get(stage_id) if stage_id else self.stages.default
         if case_id:
-            from mvp.cases import get_case
+            from mvp.counsel.cases import get_case
 
             if get_case(case_id) is None:
                 raise ServiceError(f"示例个案不存在：{case_id}")

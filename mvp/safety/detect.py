@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from mvp.safety_rules import (  # noqa: F401 - re-exported: callers import them from mvp.safety
+from mvp.paths import CONFIG_DIR
+from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them from mvp.safety
     CATEGORIES,
     DEFAULT_NEGATION_WINDOW,
     DEFAULT_POST_NEGATION_WINDOW,
@@ -74,7 +75,6 @@ CATEGORY_NAMES: dict[str, str] = {
     "medical": "急性医疗紧急情况",
 }
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULT_RULES_PATH = CONFIG_DIR / "safety_rules.yaml"
 DEFAULT_RESOURCES_PATH = CONFIG_DIR / "crisis_resources.yaml"
 
@@ -166,7 +166,7 @@ class CrisisResources:
         return "；".join(f"{r.name} {r.phone}" for r in self.hotlines)
 
 
-# --- rule layer (rules file: mvp/safety_rules.py) ----------------------------------------------
+# --- rule layer (rules file: mvp/safety/rules.py) ----------------------------------------------
 
 _CLAUSE_BREAK = re.compile(r"[，。！？；：、\n.…~]|但是|但|可是|不过|然而|只是")
 _SENTENCE_BREAK = re.compile(r"[。！？；\n…]")
@@ -392,9 +392,9 @@ def safety_message(detection: Detection, resources: CrisisResources | None = Non
 
 def _default_model_params() -> Any:
     try:
-        from mvp.engine import GenerationParams  # lazy: the engine is optional for this module
+        from mvp.model.engine import GenerationParams  # lazy: the engine is optional for this module
     except ImportError as exc:
-        raise SafetyError("model_check needs mvp.engine.GenerationParams; pass params= explicitly "
+        raise SafetyError("model_check needs mvp.model.engine.GenerationParams; pass params= explicitly "
                           f"or install the engine ({exc})") from None
     kwargs: dict[str, Any] = {"max_new_tokens": MODEL_CHECK_MAX_NEW_TOKENS}
     names = {f.name for f in dataclasses.fields(GenerationParams)} if dataclasses.is_dataclass(GenerationParams) else set()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from mvp.tiny_lm import DATA_DIR
+from mvp.paths import DATA_DIR
 
 CASES_FILE = DATA_DIR / "cpsycound_dev.jsonl"
 MAX_CASES = 40

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_STAGES_FILE = Path(__file__).resolve().parent.parent / "config" / "stages.yaml"
+from mvp.paths import CONFIG_DIR
+
+DEFAULT_STAGES_FILE = CONFIG_DIR / "stages.yaml"
 STAGE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 REQUIRED_KEYS = ("id", "name", "description", "instruction")
 MAX_INSTRUCTION_CHARS = 4000

@@ -6,7 +6,7 @@ the file and the key), expands <MACROS> and compiles the patterns that mvp.safet
 `normalise(text)` is the normalisation every message goes through before the rules see it (see
 mvp.safety's docstring, step 1). Callers use mvp.safety, which re-exports the public names:
 
-    from mvp.safety import RuleSet
+    from mvp.safety.detect import RuleSet
     rules = RuleSet.load("my_rules.yaml")
     python -m mvp.safety check --rules my_rules.yaml < messages.txt     # try a rules file
 """
@@ -29,7 +29,7 @@ MAX_WINDOW = 50                   # largest negation window a rules file may set
 
 
 class SafetyError(Exception):
-    """Base class for errors raised by mvp.safety and mvp.safety_rules."""
+    """Base class for errors raised by mvp.safety and mvp.safety.rules."""
 
 
 class SafetyConfigError(SafetyError, ValueError):

@@ -1,4 +1,4 @@
-"""The clinician web app (Gradio): wires components and events to `mvp.service.Service`.
+"""The clinician web app (Gradio): wires components and events to `mvp.app.service.Service`.
 
 Nothing here decides anything: every handler turns its inputs into one service call, shows the
 result, and turns a user error into a toast (`gr.Error`), never a traceback. The named API endpoints
@@ -17,9 +17,9 @@ from typing import Any
 
 import gradio as gr
 
-from mvp.cases import get_case, load_cases
-from mvp.engine import GenerationParams
-from mvp.service import DIMENSIONS, USER_ERRORS, Service
+from mvp.counsel.cases import get_case, load_cases
+from mvp.model.engine import GenerationParams
+from mvp.app.service import DIMENSIONS, USER_ERRORS, Service
 
 DISCLAIMER = (
     "**注意**：研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"

@@ -41,8 +41,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mvp.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
-from mvp.engine import (
+from mvp.model.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.model.engine import (
     _DONE,
     EngineBase,
     end_of_turn_ids,
@@ -52,7 +52,7 @@ from mvp.engine import (
     ReplyResult,
     cut_at_stop,
 )
-from mvp.loader import ModelLoadError
+from mvp.model.loader import ModelLoadError
 
 DEFAULT_TIMEOUT_S = 120.0  # longest wait for the next streamed bytes (first token included)
 CONNECT_TIMEOUT_S = 5.0

@@ -1,11 +1,11 @@
 """Manage the app's accounts in feedback.db.
 
-    python -m mvp.users add NAME --role clinician|admin|demo   # create an account
-    python -m mvp.users list                                   # name, role, disabled, created
-    python -m mvp.users disable NAME                           # can no longer log in or rate
-    python -m mvp.users enable NAME
-    python -m mvp.users passwd NAME                            # set a new password
-    python -m mvp.users --db path/to/feedback.db list          # another database file
+    python -m mvp.app.users add NAME --role clinician|admin|demo   # create an account
+    python -m mvp.app.users list                                   # name, role, disabled, created
+    python -m mvp.app.users disable NAME                           # can no longer log in or rate
+    python -m mvp.app.users enable NAME
+    python -m mvp.app.users passwd NAME                            # set a new password
+    python -m mvp.app.users --db path/to/feedback.db list          # another database file
 
 Passwords are read from the environment variable MVP_PASSWORD when it is set (for scripts), otherwise
 prompted for twice without echo. There is deliberately no password flag: it would land in shell
@@ -62,7 +62,7 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
 
 def _open(db: str, *, create: bool) -> Store:
     if not create and not os.path.exists(db):
-        raise CliError(f"数据库文件不存在：{db}（先用 `python -m mvp.users add NAME --role admin` 创建第一个账户）")
+        raise CliError(f"数据库文件不存在：{db}（先用 `python -m mvp.app.users add NAME --role admin` 创建第一个账户）")
     return Store(db)
 
 
@@ -106,7 +106,7 @@ def cmd_passwd(args: argparse.Namespace) -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mvp.users",
+        prog="python -m mvp.app.users",
         description=f"Manage accounts in feedback.db. Passwords come from ${PASSWORD_ENV} or a prompt.",
     )
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Small Qwen2-architecture language models built offline from local text.
 
-Used by the built-in demo model (`mvp.demo_model`) and by the test fixtures: no hub download is
+Used by the built-in demo model (`train.demo.build`) and by the test fixtures: no hub download is
 possible on our machines, so the tokenizer is trained here and the model is initialised from a config.
 
 The tokenizer is trained with exactly Qwen2's pre-tokenization pipeline: for a `qwen2` model,
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
+from mvp.paths import DATA_DIR, REPO_ROOT  # noqa: F401 - REPO_ROOT kept for callers
+
 BUNDLED_DIALOGUE_FILES = ("cpsycound_dev.jsonl", "mdd5k_dev.jsonl")
 
 EOS_TOKEN = "<|im_end|>"

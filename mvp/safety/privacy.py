@@ -5,7 +5,7 @@ and names that clients type must not reach training data. Each is replaced by a 
 (`PLACEHOLDERS`: 〔电话〕, 〔身份证〕, 〔银行卡〕, 〔邮箱〕, 〔QQ〕, 〔微信〕, 〔地址〕, 〔姓名〕).
 
 How it is used (plain Python, no server):
-    from mvp.privacy import scrub, scrub_messages, scrub_record
+    from mvp.safety.privacy import scrub, scrub_messages, scrub_record
     scrub("我叫张伟，电话13812345678").text        # '我叫〔姓名〕，电话〔电话〕'
     messages, counts = scrub_messages(messages)    # role/content dicts; counts for the manifest
     row, counts = scrub_record({"prompt": [...], "chosen": [...], "rejected": [...]})
@@ -149,7 +149,7 @@ def add_counts(total: dict[str, int], more: Mapping[str, int]) -> dict[str, int]
 
 
 def _default_keep_numbers() -> frozenset[str]:
-    from mvp.safety import load_resources  # the resources file is owned by the safety module
+    from mvp.safety.detect import load_resources  # the resources file is owned by the safety module
     return frozenset(_digits(n) for n in load_resources().phone_numbers())
 
 

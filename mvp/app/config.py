@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from mvp.loader import DEVICES, QUANTIZATIONS
+from mvp.model.loader import DEVICES, QUANTIZATIONS
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

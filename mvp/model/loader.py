@@ -3,7 +3,7 @@
 The app, the training stages and the evaluation all load models through `load_model`, so that a model
 trained by `train/` is served exactly as it was trained.
 
-    from mvp.loader import ModelSpec, load_model
+    from mvp.model.loader import ModelSpec, load_model
     loaded = load_model(ModelSpec(model="demo"))                     # the built-in offline model
     loaded = load_model(ModelSpec(model="Qwen/Qwen2.5-7B-Instruct"))  # 4-bit NF4 on a CUDA GPU
 
@@ -22,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_MODEL_DIR = REPO_ROOT / "models" / "demo"
-DEMO_MODEL_NAME = "demo"
+from mvp.model.demo import DEMO_MODEL_NAME, is_built
+from mvp.paths import DEMO_MODEL_DIR
+
+
 
 QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -137,11 +138,9 @@ def quantization_config(quantization: str, device: str):
 def resolve_model_path(model: str) -> tuple[str, bool]:
     """Return (folder or hub id, is_demo). Raises ModelLoadError for a missing local folder."""
     if model == DEMO_MODEL_NAME:
-        from mvp.demo_model import is_built
-
         if not is_built(DEMO_MODEL_DIR):
             raise ModelLoadError(
-                f"内置演示模型尚未构建（{DEMO_MODEL_DIR}）：请先运行 `python -m mvp.demo_model`"
+                f"内置演示模型尚未构建（{DEMO_MODEL_DIR}）：请先运行 `python -m train.demo`"
                 "（`make run` 会自动构建，约 5 分钟）"
             )
         return str(DEMO_MODEL_DIR), True

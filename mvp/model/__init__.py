@@ -1,0 +1,9 @@
+"""The model runtime: load a model, build prompts, generate; knows nothing of the app, store or train/.
+
+- `loader`: ONE loader (demo, local folder or hub id, optional LoRA adapter, 4-bit/8-bit/none).
+- `dialogue`: prompt formats (chat template, BianQue/SoulChat plain text) and the context budget.
+- `engine`: streaming in-process generation (`Engine.start` / `Engine.generate`).
+- `openai_backend`: the same interface over an OpenAI-compatible server (vLLM, `transformers serve`).
+- `factory`: the one place that turns settings into an engine, used by every caller.
+- `demo`: where the built-in demo model lives and whether it is built.
+"""
