@@ -49,57 +49,33 @@ def ensure_accounts(store, config) -> str | None:
     return password
 
 
+def engine_settings(config):
+    """The engine settings of this run: every engine the app builds (the primary and the arena's
+    opponents) comes from these, so all of them share the prompt format and context budget."""
+    from mvp.model.factory import EngineSettings
+
+    return EngineSettings.from_config(config)
+
+
 def build_engine(config):
     """The engine for the configured backend (in-process model or an OpenAI-compatible server)."""
+    from mvp.model.factory import build_engine as build
+
+    engine = build(engine_settings(config))
     if config.backend == "openai":
-        from mvp.model.openai_backend import make_openai_engine
+        from mvp.model.openai_backend import startup_warnings
 
-        return make_openai_engine(config)
-
-    from mvp.model.dialogue import PlainFormat
-    from mvp.model.engine import Engine
-    from mvp.model.loader import ModelSpec, load_model
-
-    fmt = "chat"
-    if config.prompt_format == "plain":
-        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
-    spec = ModelSpec(model=config.model, adapter=config.adapter, quantization=config.quantization, device=config.device)
-    set_threads(config)
-    return Engine(load_model(spec), prompt_format=fmt, max_context_tokens=config.max_context_tokens,
-                  generation_defaults=generation_defaults(config))
-
-
-def set_threads(config) -> None:
-    """CPU threads for generation: the tiny demo model decodes fastest on one thread (its matmuls are
-    too small to split, and a second thread fights other processes on a small machine)."""
-    import torch
-
-    threads = config.threads or (1 if config.model == "demo" else None)
-    if threads:
-        torch.set_num_threads(threads)
-
-
-def generation_defaults(config) -> dict:
-    """Generation settings from the app config that override the model's generation_config."""
-    return {"max_new_tokens": config.max_new_tokens} if config.max_new_tokens else {}
+        for line in startup_warnings(engine):
+            print(line, flush=True)
+    return engine
 
 
 def version_loader(config):
     """Loads another registered model version (for the blind arena) the same way as the primary."""
-    from mvp.model.engine import Engine
-    from mvp.model.loader import ModelSpec, load_model
+    from mvp.model.factory import build_engine as build
 
-    def load(version: dict):
-        if version.get("backend") == "openai":
-            from mvp.model.openai_backend import engine_for_version
-
-            return engine_for_version(version, config)
-        spec = ModelSpec(model=version["base_model"], adapter=version.get("adapter"),
-                         quantization=version.get("quantization") or "auto", device=config.device)
-        return Engine(load_model(spec), max_context_tokens=config.max_context_tokens,
-                      generation_defaults=generation_defaults(config))
-
-    return load
+    settings = engine_settings(config)
+    return lambda version: build(settings.for_version(version))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,13 +111,14 @@ def test_wrong_model_name_is_a_clear_error(server):
 
 def test_factory_reads_the_key_from_the_named_variable_and_versions_reopen(server, monkeypatch, tmp_path):
     from mvp.app.config import load_config
-    from mvp.model.openai_backend import engine_for_version, make_openai_engine
+    from mvp.model.factory import EngineSettings, build_engine
     from mvp.store import Store
 
     monkeypatch.setenv("COUNSEL_KEY", "secret-123")
     config = load_config(["--backend", "openai", "--base-url", server.base_url, "--model", server.model,
                           "--api-key-env", "COUNSEL_KEY", "--prompt-format", "plain"])
-    engine = make_openai_engine(config)
+    settings = EngineSettings.from_config(config)
+    engine = build_engine(settings)
     assert engine.client.api_key == "secret-123" and isinstance(engine.format, PlainFormat)
     store = Store(tmp_path / "f.db")
     info = engine.info
@@ -125,7 +126,8 @@ def test_factory_reads_the_key_from_the_named_variable_and_versions_reopen(serve
                                        info["served_name"], info["base_url"])
     version = store.get_model_version(vid)
     assert (version["backend"], version["served_name"], version["base_url"]) == ("openai", server.model, server.base_url)
-    again = engine_for_version(version, config)  # what the blind arena loads for a served opponent
+    again = build_engine(settings.for_version(version))  # what the blind arena loads for a served opponent
+    assert isinstance(again.format, PlainFormat)  # the opponent keeps the primary's prompt format
     assert again.generate(MESSAGES, GenerationParams(max_new_tokens=4, temperature=0)).new_tokens > 0
 
 

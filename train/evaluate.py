@@ -125,7 +125,8 @@ class ModelScores:
 
 def score_model(loaded, sft_rows, pairs, prompts, cfg: EvalConfig, label: str) -> ModelScores:
     """Perplexity terms, pair log-probs and greedy replies of one loaded model."""
-    from mvp.model.engine import Engine, GenerationParams
+    from mvp.model.engine import GenerationParams
+    from mvp.model.factory import EngineSettings, build_engine
 
     scores = ModelScores()
     tok, model = loaded.tokenizer, loaded.model
@@ -138,7 +139,7 @@ def score_model(loaded, sft_rows, pairs, prompts, cfg: EvalConfig, label: str) -
         scores.chosen.append(span_logprob(model, ids_c, [span_c])[0])
         scores.rejected.append(span_logprob(model, ids_r, [span_r])[0])
     if prompts:
-        engine = Engine(loaded)
+        engine = build_engine(EngineSettings(model=loaded.spec.model, adapter=loaded.spec.adapter), loaded=loaded)
         params = GenerationParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, repetition_penalty=1.1)
         for i, prompt in enumerate(prompts):
             scores.replies.append(engine.generate(prompt, params).text)

@@ -480,14 +480,14 @@ def read_answers(lines: Iterable[str]) -> Iterable[str]:
 
 
 def _load_engine(model: str) -> Any:
-    """Load a model through the app's one loader (lazy: torch is imported only here)."""
+    """Build an engine through the model wing's one factory (lazy: torch is imported only here)."""
     try:
-        from mvp.model.engine import Engine
-        from mvp.model.loader import ModelLoadError, ModelSpec, load_model
+        from mvp.model.factory import EngineSettings, build_engine
+        from mvp.model.loader import ModelLoadError
     except ImportError as exc:
-        raise AssessmentError(f"--model needs mvp.model.loader and mvp.model.engine, which cannot be imported: {exc}") from exc
+        raise AssessmentError(f"--model needs mvp.model, which cannot be imported: {exc}") from exc
     try:
-        return Engine(load_model(ModelSpec(model=model)))
+        return build_engine(EngineSettings(model=model))
     except (ModelLoadError, OSError, ValueError) as exc:
         raise AssessmentError(f"cannot load model {model!r}: {exc}") from exc
 

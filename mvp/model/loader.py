@@ -25,11 +25,16 @@ from typing import Any
 from mvp.model.demo import DEMO_MODEL_NAME, is_built
 from mvp.paths import DEMO_MODEL_DIR
 
-
-
 QUANTIZATIONS = ("auto", "4bit", "8bit", "none")
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_CLASSES = ("causal_lm", "seq_cls")
+
+
+def check_choice(name: str, value, choices: tuple, error: type[Exception] = ValueError) -> None:
+    """The one check for a setting that must be one of `choices` (quantization, device, backend ...):
+    every settings class calls it, so the rule and the message are the same everywhere."""
+    if value not in choices:
+        raise error(f"{name}: {value!r} 无效，可选 {', '.join(choices)}")
 
 log = logging.getLogger(__name__)
 

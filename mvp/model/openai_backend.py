@@ -497,56 +497,18 @@ class _RemoteGeneration(Generation):
 
 OpenAIEngine.generation_class = _RemoteGeneration  # defined after the engine that uses it
 
-def make_openai_engine(config, tokenizer=None) -> OpenAIEngine:
-    """The openai backend from the app settings: base_url, model (the served name), the API key from
-    the environment variable named by api_key_env, prompt format and context budget. The tokenizer
-    comes from `tokenizer=` / a `tokenizer` setting when there is one, else the model name."""
-    fmt = "chat"
-    if config.prompt_format == "plain":
-        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
-    quantization = None if config.quantization == "auto" else config.quantization
-    engine = OpenAIEngine(
-        config.base_url,
-        config.model,
-        api_key=os.environ.get(config.api_key_env) or None,
-        tokenizer=tokenizer or getattr(config, "tokenizer", None),
-        prompt_format=fmt,
-        max_context_tokens=config.max_context_tokens,
-        adapter=config.adapter,
-        quantization=quantization,
-        generation_defaults=_generation_defaults(config),
-    )
+def startup_warnings(engine: OpenAIEngine) -> list[str]:
+    """What the app tells the operator at start-up about a served model (server down, name not listed,
+    no local tokenizer); the app starts anyway, so a server that comes back later just works."""
+    warnings = []
     if engine.server_models is None:
-        print(f"警告：暂时无法连接 {engine.base_url}；应用照常启动，服务恢复后即可生成回复", flush=True)
+        warnings.append(f"警告：暂时无法连接 {engine.base_url}；应用照常启动，服务恢复后即可生成回复")
     elif engine._served_entry() is None:
         names = ", ".join(str(m.get("id")) for m in engine.server_models)
-        print(f"警告：{engine.base_url} 没有列出模型 {config.model!r}（列出的：{names}）", flush=True)
+        warnings.append(f"警告：{engine.base_url} 没有列出模型 {engine.model!r}（列出的：{names}）")
     if engine.tokenizer is None:
-        print("提示：本机没有这个模型的分词器，上下文预算按保守估计计算（每个汉字 1 个 token 以上）", flush=True)
-    return engine
-
-
-def engine_for_version(version: dict, config) -> OpenAIEngine:
-    """An engine for a registered model version served over the OpenAI API (the blind arena's
-    opponent): its served_name at its base_url, with the app's key, format and budget."""
-    fmt = "chat"
-    if config.prompt_format == "plain":
-        fmt = PlainFormat(user_label=config.user_label, assistant_label=config.assistant_label)
-    return OpenAIEngine(
-        version.get("base_url") or config.base_url,
-        version.get("served_name") or version["base_model"],
-        api_key=os.environ.get(config.api_key_env) or None,
-        prompt_format=fmt,
-        max_context_tokens=config.max_context_tokens,
-        adapter=version.get("adapter"),
-        quantization=version.get("quantization"),
-        generation_defaults=_generation_defaults(config),
-    )
-
-
-def _generation_defaults(config) -> dict:
-    n = getattr(config, "max_new_tokens", None)
-    return {"max_new_tokens": n} if n else {}
+        warnings.append("提示：本机没有这个模型的分词器，上下文预算按保守估计计算（每个汉字 1 个 token 以上）")
+    return warnings
 
 
 class LocalServer:

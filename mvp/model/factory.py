@@ -1,0 +1,126 @@
+"""ONE place that turns settings into an engine: in-process (transformers) or served (OpenAI API).
+
+Used by the app (primary model and the blind arena's opponents), train/ (pipeline and evaluation),
+and the assessment and safety model checks, so that the prompt format, the context budget and the
+generation defaults are set up once and every engine of a run gets the same ones.
+
+    settings = EngineSettings(model="demo", prompt_format="plain", user_label="来访者")
+    engine = build_engine(settings)                           # the primary
+    opponent = build_engine(settings.for_version(version))    # a registered version, same format
+
+`EngineSettings.from_config(obj)` reads the fields it knows from any settings object (the app's
+AppConfig, a training config); the model/ wing itself knows nothing of the app or train/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+BACKENDS = ("inprocess", "openai")
+PROMPT_FORMATS = ("chat", "plain")
+DEFAULT_USER_LABEL = "病人"
+DEFAULT_ASSISTANT_LABEL = "医生"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything needed to build an engine; validated once, here."""
+
+    model: str = "demo"
+    adapter: str | None = None
+    quantization: str = "auto"
+    device: str = "auto"
+    backend: str = "inprocess"
+    prompt_format: str = "chat"
+    user_label: str = DEFAULT_USER_LABEL
+    assistant_label: str = DEFAULT_ASSISTANT_LABEL
+    max_context_tokens: int | None = None
+    max_new_tokens: int | None = None
+    threads: int | None = None
+    base_url: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    served_name: str | None = None
+
+    def __post_init__(self) -> None:
+        from mvp.model.loader import ModelLoadError, check_choice
+
+        check_choice("backend", self.backend, BACKENDS, ModelLoadError)
+        check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS, ModelLoadError)
+
+    @classmethod
+    def from_config(cls, config, **overrides) -> "EngineSettings":
+        """The fields of `config` (any object with attributes) that an engine needs."""
+        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if hasattr(config, f.name)}
+        values = {k: v for k, v in values.items() if v is not None or k in ("adapter",)}
+        values.update(overrides)
+        return cls(**values)
+
+    def for_version(self, version: dict) -> "EngineSettings":
+        """Settings for a registered model version (a store row): its model, adapter, quantization and
+        server, with THIS run's prompt format, labels, context budget and generation defaults."""
+        backend = version.get("backend") or "inprocess"
+        return dataclasses.replace(
+            self,
+            model=version["base_model"],
+            adapter=version.get("adapter"),
+            quantization=version.get("quantization") or "auto",
+            backend=backend,
+            base_url=version.get("base_url") or self.base_url,
+            served_name=version.get("served_name"),
+            tokenizer=None if backend == "openai" else self.tokenizer,
+        )
+
+    @property
+    def generation_defaults(self) -> dict:
+        """Settings that override the model's generation_config."""
+        return {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
+
+
+def make_prompt_format(settings: EngineSettings):
+    """"chat" (the tokenizer's chat template) or a PlainFormat with the configured labels."""
+    if settings.prompt_format == "plain":
+        from mvp.model.dialogue import PlainFormat
+
+        return PlainFormat(user_label=settings.user_label, assistant_label=settings.assistant_label)
+    return "chat"
+
+
+def set_threads(settings: EngineSettings) -> None:
+    """CPU threads for generation: the tiny demo model decodes fastest on one thread (its matmuls are
+    too small to split, and a second thread fights other processes on a small machine)."""
+    threads = settings.threads or (1 if settings.model == "demo" else None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def build_engine(settings: EngineSettings, loaded=None):
+    """An engine for `settings`. `loaded` (a LoadedModel) reuses a model already in memory."""
+    fmt = make_prompt_format(settings)
+    if settings.backend == "openai":
+        from mvp.model.openai_backend import OpenAIEngine
+
+        return OpenAIEngine(
+            settings.base_url,
+            settings.served_name or settings.model,
+            api_key=os.environ.get(settings.api_key_env) or None,
+            tokenizer=settings.tokenizer,
+            prompt_format=fmt,
+            max_context_tokens=settings.max_context_tokens,
+            adapter=settings.adapter,
+            quantization=None if settings.quantization == "auto" else settings.quantization,
+            generation_defaults=settings.generation_defaults,
+        )
+    from mvp.model.engine import Engine
+
+    if loaded is None:
+        from mvp.model.loader import ModelSpec, load_model
+
+        set_threads(settings)
+        loaded = load_model(ModelSpec(model=settings.model, adapter=settings.adapter,
+                                      quantization=settings.quantization, device=settings.device))
+    return Engine(loaded, prompt_format=fmt, max_context_tokens=settings.max_context_tokens,
+                  generation_defaults=settings.generation_defaults)
