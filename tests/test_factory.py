@@ -39,3 +39,17 @@ def test_for_version_takes_the_version_model_and_keeps_run_settings():
 def test_unknown_choices_are_refused_once_with_the_field_name(field, value):
     with pytest.raises(ModelLoadError, match=field):
         EngineSettings(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("max_new_tokens", 5000), ("max_context_tokens", -1),
+                                          ("threads", 0), ("max_new_tokens", True)])
+def test_out_of_range_numbers_are_refused_not_replaced_by_defaults(field, value):
+    with pytest.raises(ModelLoadError, match=field):
+        EngineSettings(**{field: value})
+
+
+def test_names_are_declared_once():
+    from mvp.model import dialogue, factory
+
+    assert EngineSettings().user_label == dialogue.PlainFormat().user_label == dialogue.DEFAULT_USER_LABEL
+    assert factory.PROMPT_FORMATS is dialogue.PROMPT_FORMATS

@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 ROLES = ("system", "user", "assistant")
+PROMPT_FORMATS = ("chat", "plain")  # the names settings may give; "chat" is the default
+DEFAULT_USER_LABEL = "病人"  # BianQue/SoulChat's own labels; counselling data uses 来访者/咨询师
+DEFAULT_ASSISTANT_LABEL = "医生"
 TOKEN_CACHE_SIZE = 100_000
 
 
@@ -72,8 +75,8 @@ class PlainFormat:
 
     def __init__(
         self,
-        user_label: str = "病人",
-        assistant_label: str = "医生",
+        user_label: str = DEFAULT_USER_LABEL,
+        assistant_label: str = DEFAULT_ASSISTANT_LABEL,
         system_prefix: str = "{system}\n对话：\n",
         colon: str = "：",
     ):
@@ -95,6 +98,24 @@ class PlainFormat:
             parts.append(f"{label}{self.colon}{message['content']}\n")
         parts.append(f"{self.assistant_label}{self.colon}")
         return "".join(parts)
+
+
+def make_format(prompt_format=None, tokenizer=None, *, fallback: Callable[[], object] | None = None):
+    """The prompt format object for a name or an object already made.
+
+    None or "chat": the tokenizer's chat template (`fallback()` instead when tokenizer is None and a
+    fallback is given: the served backend's stand-in); "plain": PlainFormat with the default labels;
+    any other object is used as it is (a PlainFormat with custom labels, a test format).
+    """
+    if prompt_format is None or prompt_format == "chat":
+        if tokenizer is None and fallback is not None:
+            return fallback()
+        return ChatTemplateFormat(tokenizer)
+    if prompt_format == "plain":
+        return PlainFormat()
+    if isinstance(prompt_format, str):
+        raise DialogueError(f"未知的提示格式 {prompt_format!r}：可选 {', '.join(PROMPT_FORMATS)}")
+    return prompt_format
 
 
 def group_turns(history: Sequence[dict]) -> list[list[int]]:

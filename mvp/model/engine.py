@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from mvp.model.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.model.dialogue import ContextBudget, make_format
 from mvp.model.loader import LoadedModel
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -283,11 +283,7 @@ class Engine(EngineBase):
         self.loaded = loaded
         self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = loaded.tokenizer
-        if prompt_format is None or prompt_format == "chat":
-            prompt_format = ChatTemplateFormat(self.tokenizer)
-        elif prompt_format == "plain":
-            prompt_format = PlainFormat()
-        self.format = prompt_format
+        self.format = make_format(prompt_format, self.tokenizer)
         context = loaded.max_context
         if max_context_tokens:
             context = min(context, int(max_context_tokens))
