@@ -331,6 +331,8 @@ class OpenAIEngine(EngineBase):
                 ttft_s=(first_token_at - started) if first_token_at else None,
                 total_s=time.perf_counter() - started,
                 dropped_turns=fit.dropped_turns,
+                first_visible=fit.first_visible,
+                summary_used=fit.summary_used,
                 params=params.to_dict(),
                 model=self.info,
             )
