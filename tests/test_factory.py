@@ -53,3 +53,12 @@ def test_names_are_declared_once():
 
     assert EngineSettings().user_label == dialogue.PlainFormat().user_label == dialogue.DEFAULT_USER_LABEL
     assert factory.PROMPT_FORMATS is dialogue.PROMPT_FORMATS
+
+
+def test_an_opponent_keeps_the_tokenizer_only_for_the_same_served_model():
+    primary = EngineSettings(model="counsel-v2", backend="openai", base_url="http://127.0.0.1:9/v1",
+                             tokenizer="models/demo")
+    same = primary.for_version({"base_model": "counsel-v2", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    other = primary.for_version({"base_model": "counsel-v1", "backend": "openai", "served_name": "v1"})
+    local = primary.for_version({"base_model": "demo", "backend": "inprocess", "quantization": "none"})
+    assert (same.tokenizer, other.tokenizer, local.tokenizer) == ("models/demo", None, None)

@@ -76,15 +76,21 @@ class EngineSettings:
         """Settings for a registered model version (a store row): its model, adapter, quantization and
         server, with THIS run's prompt format, labels, context budget and generation defaults."""
         backend = version.get("backend") or "inprocess"
+        base_url = version.get("base_url") or self.base_url
+        served = version.get("served_name") or version["base_model"]
+        # This run's --tokenizer belongs to this run's served model: an opponent served under the
+        # same name by the same server counts tokens with it; any other finds its own (or estimates).
+        same_served = (backend == self.backend == "openai" and base_url == self.base_url
+                       and served == (self.served_name or self.model))
         return dataclasses.replace(
             self,
             model=version["base_model"],
             adapter=version.get("adapter"),
             quantization=version.get("quantization") or "auto",
             backend=backend,
-            base_url=version.get("base_url") or self.base_url,
+            base_url=base_url,
             served_name=version.get("served_name"),
-            tokenizer=None if backend == "openai" else self.tokenizer,
+            tokenizer=self.tokenizer if same_served else None,
         )
 
     @property
