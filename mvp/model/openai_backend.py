@@ -28,13 +28,16 @@ Every failure (server down, wrong model name, timeout, a stream cut in the middl
 `GenerationError` with a Chinese message for the clinician; a reply that did not finish has no
 `result`, so the service never stores it as complete. Each request opens its own stream, so the engine
 works again as soon as the server is back.
+
+Beside it: `served_tokens` (token counts without the server), `openai_errors` (the messages),
+`remote_generation` (cancel wakes the reader), `local_server` (`LocalServer`, `free_port`); the names
+callers used before the split are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,7 +47,6 @@ from mvp.model.engine import (
     _DONE,
     EngineBase,
     end_of_turn_ids,
-    Generation,
     GenerationError,
     GenerationParams,
     ReplyResult,
@@ -52,6 +54,7 @@ from mvp.model.engine import (
 )
 from mvp.model.local_server import SERVER_START_TIMEOUT_S, LocalServer, free_port  # noqa: F401 - re-exported
 from mvp.model.openai_errors import StreamCut, explain, server_detail
+from mvp.model.remote_generation import RemoteGeneration
 from mvp.model.served_tokens import (  # noqa: F401 - re-exported: callers import them from here
     ESTIMATE_MARGIN,
     EstimatedChatFormat,
@@ -73,6 +76,7 @@ class OpenAIEngine(EngineBase):
     """Replies from a model served behind an OpenAI-compatible API; the same interface as `Engine`."""
 
     backend = "openai"
+    generation_class = RemoteGeneration
 
     def __init__(
         self,
@@ -276,7 +280,7 @@ class OpenAIEngine(EngineBase):
             return "openai"
         return None
 
-    def _run(self, gen: "_RemoteGeneration", fit, params: GenerationParams) -> None:
+    def _run(self, gen: RemoteGeneration, fit, params: GenerationParams) -> None:
         import openai
 
         started = time.perf_counter()
@@ -354,50 +358,6 @@ class OpenAIEngine(EngineBase):
                        list_models=self.list_models, partial=partial)
 
 
-class _RemoteGeneration(Generation):
-    """A Generation whose cancel() also wakes the reader blocked on the HTTP stream, so a stalled
-    server cannot hold a cancelled reply open until its next token (or the timeout)."""
-
-    def __init__(self, stop_strings: Sequence[str] = ()):
-        super().__init__(stop_strings)
-        self._stream = None
-        self._lock = threading.Lock()
-
-    def attach(self, stream) -> None:
-        with self._lock:
-            self._stream = stream
-        if self.cancel_event.is_set():
-            self._interrupt()
-
-    def detach(self) -> None:
-        """The reader is done with the stream: its connection may go back to the pool untouched."""
-        with self._lock:
-            self._stream = None
-
-    def cancel(self) -> None:
-        super().cancel()
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        # Closing an httpx response from another thread does not wake a blocked recv(); shutting the
-        # socket down does (the reader then sees the end of the stream with cancel_event set).
-        import socket
-
-        with self._lock:
-            stream = self._stream
-            if stream is None:
-                return
-            try:
-                network = stream.response.extensions.get("network_stream")
-                sock = network.get_extra_info("socket") if network is not None else None
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except (AttributeError, OSError):
-                pass  # already closed, or a transport without a socket: the next token stops it
-
-
-
-OpenAIEngine.generation_class = _RemoteGeneration  # defined after the engine that uses it
 
 
 def startup_warnings(engine: OpenAIEngine) -> list[str]:
@@ -412,3 +372,6 @@ def startup_warnings(engine: OpenAIEngine) -> list[str]:
     if engine.tokenizer is None:
         warnings.append("提示：本机没有这个模型的分词器，上下文预算按保守估计计算（每个汉字 1 个 token 以上）")
     return warnings
+
+
+_RemoteGeneration = RemoteGeneration  # the name before the split
