@@ -10,6 +10,7 @@ from mvp.model.dialogue import (
     PlainFormat,
     SUMMARY_TEMPLATE,
     group_turns,
+    system_with_notes,
 )
 
 SYSTEM = {"role": "system", "content": "你是咨询师。"}
@@ -164,6 +165,7 @@ def test_thirty_turns_over_a_small_budget_keep_system_risk_newest_and_summary():
     assert fit.messages[1:] == history[fit.first_visible:]
     assert group_turns(history)[fit.dropped_turns][0] == fit.first_visible
     assert history[fit.first_visible]["role"] == "user"
+    assert fit.messages[:1] == system_with_notes([SYSTEM], [RISK], SUMMARY)  # what training data can show
 
 
 def test_the_risk_note_survives_when_every_older_turn_is_dropped():

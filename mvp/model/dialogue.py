@@ -206,6 +206,13 @@ def _system_messages(system: list[dict], notes: list[str], summary: str | None) 
     return [{"role": "system", "content": NOTE_SEPARATOR.join(parts)}]
 
 
+def system_with_notes(system: Sequence[dict], pinned: Sequence[str] = (), summary: str | None = None) -> list[dict]:
+    """The system part of a prompt with pinned notes and a summary, exactly as `fit` builds it when
+    turns are dropped: for training data that must show a model the prompt it will be served."""
+    notes, summary = _notes(pinned, summary)
+    return _system_messages([_plain(m) for m in system], notes, summary)
+
+
 class ContextBudget:
     """Fits messages into `context_tokens - max_new_tokens` by dropping the oldest whole turns."""
 
