@@ -83,12 +83,13 @@ def model_alone(engine):
 
 
 def load_engine(model: str):
-    """An Engine over the model, or None (with a note) when it cannot be loaded."""
-    from mvp.model.engine import Engine
-    from mvp.model.loader import ModelLoadError, ModelSpec, load_model
+    """An engine over the model (built by the one factory, as the CLI does), or None (with a note)
+    when it cannot be loaded."""
+    from mvp.model.factory import EngineSettings, build_engine
+    from mvp.model.loader import ModelLoadError
 
     try:
-        return Engine(load_model(ModelSpec(model=model)))
+        return build_engine(EngineSettings(model=model))
     except ModelLoadError as exc:
         print(f"model part skipped: {exc}", file=sys.stderr)
         return None

@@ -496,3 +496,29 @@ def test_cli_help_documents_every_flag():
     for flag in ("--instrument", "--item", "--model", "--instruments-file"):
         assert flag in proc.stdout
     assert proc.stdout.count("(default") >= 2
+
+
+def test_shared_stdin_reader_strict_and_lenient():
+    from mvp.jsonl import JsonlError, read_texts
+
+    lines = ["偶尔\n", "\n", '{"answer": "每天", "id": 1}\n', "{不是JSON\n"]
+    assert list(read_texts(lines, "answer", strict=False)) == ["偶尔", "每天", "{不是JSON"]
+    with pytest.raises(JsonlError, match="line 4"):
+        list(read_texts(lines, "answer", strict=True))
+    with pytest.raises(JsonlError, match="'answer'"):
+        list(read_texts(['{"text": "x"}'], "answer", strict=True))
+
+
+def test_assessment_modules_import_no_circle():
+    """rules imports only instruments; nothing in the wing imports the app or train/."""
+    import ast
+
+    wing = REPO / "mvp" / "assessment"
+    for path in wing.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not any(m.startswith(("train", "mvp.app", "mvp.store")) for m in imported), path
+        if path.name == "rules.py":
+            assert {m for m in imported if m.startswith("mvp.")} == {"mvp.assessment.instruments"}
+        if path.name == "instruments.py":
+            assert not any(m.startswith("mvp.assessment") for m in imported)

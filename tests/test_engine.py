@@ -125,6 +125,23 @@ def test_context_budget_reports_dropped_turns(tiny_loaded):
     result = engine.generate(messages, GenerationParams(max_new_tokens=16, seed=0))
     assert result.dropped_turns > 0
     assert result.prompt_tokens <= 300 - 16
+    assert not result.summary_used and result.first_visible == 2 * result.dropped_turns
+
+
+def test_engine_passes_pinned_notes_and_summary_to_the_budget(tiny_loaded):
+    engine = Engine(tiny_loaded, max_context_tokens=300)
+    history = []
+    for i in range(30):
+        history += [{"role": "user", "content": f"第{i}次：我最近压力很大，工作很忙。"},
+                    {"role": "assistant", "content": "听起来你很辛苦。能具体说说吗？"}]
+    messages = [MESSAGES[0]] + history + [MESSAGES[1]]
+    note, summary = "风险提示：来访者曾提到想死。", "来访者工作压力大，失眠两个月。"
+    result = engine.generate(messages, GenerationParams(max_new_tokens=8, seed=0), pinned=[note], summary=summary)
+    fit = engine.budget.fit(messages, 8, pinned=[note], summary=summary)
+    assert result.summary_used and result.prompt_tokens == fit.prompt_tokens <= 300 - 8
+    assert result.first_visible == fit.first_visible > 0 and result.dropped_turns == fit.dropped_turns
+    assert note in fit.prompt and summary in fit.prompt
+    assert {"first_visible", "summary_used"} <= result.metrics().keys()
 
 
 @pytest.mark.parametrize(

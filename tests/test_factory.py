@@ -39,3 +39,26 @@ def test_for_version_takes_the_version_model_and_keeps_run_settings():
 def test_unknown_choices_are_refused_once_with_the_field_name(field, value):
     with pytest.raises(ModelLoadError, match=field):
         EngineSettings(**{field: value})
+
+
+@pytest.mark.parametrize("field, value", [("max_new_tokens", 0), ("max_new_tokens", 5000), ("max_context_tokens", -1),
+                                          ("threads", 0), ("max_new_tokens", True)])
+def test_out_of_range_numbers_are_refused_not_replaced_by_defaults(field, value):
+    with pytest.raises(ModelLoadError, match=field):
+        EngineSettings(**{field: value})
+
+
+def test_names_are_declared_once():
+    from mvp.model import dialogue, factory
+
+    assert EngineSettings().user_label == dialogue.PlainFormat().user_label == dialogue.DEFAULT_USER_LABEL
+    assert factory.PROMPT_FORMATS is dialogue.PROMPT_FORMATS
+
+
+def test_an_opponent_keeps_the_tokenizer_only_for_the_same_served_model():
+    primary = EngineSettings(model="counsel-v2", backend="openai", base_url="http://127.0.0.1:9/v1",
+                             tokenizer="models/demo")
+    same = primary.for_version({"base_model": "counsel-v2", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    other = primary.for_version({"base_model": "counsel-v1", "backend": "openai", "served_name": "v1"})
+    local = primary.for_version({"base_model": "demo", "backend": "inprocess", "quantization": "none"})
+    assert (same.tokenizer, other.tokenizer, local.tokenizer) == ("models/demo", None, None)

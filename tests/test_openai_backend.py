@@ -154,12 +154,13 @@ class _FakeSSE(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     mode = "cut"
+    bodies: list = []  # request bodies, for the tests that read what was sent
 
     def log_message(self, *args):
         pass
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -169,6 +170,12 @@ class _FakeSSE(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
             data = f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+        if self.mode == "finish":  # a complete reply
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            data = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
             self.wfile.flush()
         if self.mode == "stall":
             time.sleep(30)
@@ -184,7 +191,8 @@ def fake_server():
     servers = []
 
     def start(mode):
-        handler = type("Handler", (_FakeSSE,), {"mode": mode})
+        handler = type("Handler", (_FakeSSE,), {"mode": mode, "bodies": []})
+        start.bodies = handler.bodies
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -206,6 +214,23 @@ def test_stream_cut_mid_reply_is_an_error_not_a_reply(fake_server, mode):
             pass
     assert "未保存" in str(info.value)
     assert gen.text == "你好，我在听。" and gen.result is None  # shown so far, but no finished reply
+
+
+def test_served_prompt_carries_the_pinned_note_and_the_summary(fake_server):
+    engine = OpenAIEngine(fake_server("finish"), "m", timeout_s=5, probe=False, dialect="vllm",
+                          max_context_tokens=300)
+    history = [MESSAGES[0]]
+    for i in range(20):
+        history += [{"role": "user", "content": f"第{i}轮：我最近工作压力很大，晚上总是睡不着。"},
+                    {"role": "assistant", "content": "听起来你这段时间很辛苦，能具体说说吗？"}]
+    history.append({"role": "user", "content": "我该怎么办？"})
+    note, summary = "风险提示：来访者第 1 轮提到想死。", "来访者工作压力大，失眠。"
+    result = engine.generate(history, GenerationParams(max_new_tokens=16), pinned=[note], summary=summary)
+    sent = fake_server.bodies[-1]["messages"]
+    assert [m["role"] for m in sent].count("system") == 1 and sent[0]["role"] == "system"
+    assert note in sent[0]["content"] and summary in sent[0]["content"]
+    assert sent[1:] == history[1:][result.first_visible:] and result.summary_used
+    assert result.text == "你好，我在听。" and result.finish_reason == "stop"
 
 
 def test_cancel_does_not_wait_for_a_stalled_server(fake_server):

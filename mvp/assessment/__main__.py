@@ -1,6 +1,6 @@
-"""`python -m mvp.assessment`: score answers from the command line (see mvp/assessment/screening.py)."""
+"""`python -m mvp.assessment`: score answers from the command line (see mvp/assessment/cli.py)."""
 import sys
 
-from mvp.assessment.screening import main
+from mvp.assessment.cli import main
 
 sys.exit(main())

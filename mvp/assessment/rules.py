@@ -2,10 +2,9 @@
 
 What it is for: `score_rules()` scores a client's free-text answer to a screening item without a
 model, offline and deterministically; mvp.assessment uses it alone or to cross-check the model
-scorer. Plain Python, no I/O. `ItemScore` (the result of every scorer) is defined here and
-re-exported by mvp.assessment, which is what callers import from:
+scorer (scoring.py). Plain Python, no I/O; it imports only instruments.py (the scale, ItemScore):
 
-    from mvp.assessment.screening import score_rules
+    from mvp.assessment import score_rules
     echo "几乎每天都睡不好" | python -m mvp.assessment score --instrument phq9 --item 3
 
 Rule mapping (window = the last 14 days):
@@ -33,13 +32,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-if TYPE_CHECKING:  # annotations only: mvp.assessment imports this module
-    from mvp.assessment.screening import Instrument, Item
+from mvp.assessment.instruments import MAX_SCORE, MIN_SCORE, Instrument, Item, ItemScore  # noqa: F401
 
-MIN_SCORE = 0
-MAX_SCORE = 3
 WINDOW_DAYS = 14
 # Day-count boundaries of the standard PHQ/GAD scale: 1-6 days -> 1, 7-11 -> 2, 12-14 -> 3.
 MORE_THAN_HALF_DAYS = 7
@@ -50,7 +46,7 @@ DAYS_PER_WEEK = 7
 DAYS_PER_MONTH = 30
 MORE_FACTOR = 1.2  # "一周多": a bit more than a week
 
-# Confidence of the rule layer (mvp.assessment.LOW_CONFIDENCE is the vague threshold).
+# Confidence of the rule layer (mvp.assessment.scoring.LOW_CONFIDENCE is the vague threshold).
 EXPLICIT_CONFIDENCE = 0.9
 LOOSE_CONFIDENCE = 0.7  # words like 经常 / 很少 / 老是 whose mapping clinicians may dispute
 POSITIVE_CONFIDENCE = 0.7
@@ -64,17 +60,6 @@ HEDGE_PENALTY = 0.15
 CONFLICT_PENALTY = 0.2
 NEGATION_LOOKBACK = 4
 ADJACENT_GAP = 1
-
-
-@dataclass(frozen=True)
-class ItemScore:
-    """A score 0-3 or None, how it was obtained, how sure, and a short Chinese explanation."""
-
-    score: int | None
-    method: str
-    confidence: float
-    evidence: str
-    needs_review: bool = False
 
 
 # ---------------------------------------------------------------------------------------------

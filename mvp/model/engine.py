@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from mvp.model.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.model.dialogue import ContextBudget, make_format
 from mvp.model.loader import LoadedModel
 
 MAX_NEW_TOKENS_LIMIT = 4096
@@ -87,6 +87,8 @@ class ReplyResult:
     dropped_turns: int
     params: dict = field(default_factory=dict)
     model: dict = field(default_factory=dict)
+    first_visible: int = 0  # index in the chat history of the oldest message the model saw (FitResult)
+    summary_used: bool = False  # the session summary stood in for dropped turns
 
     def metrics(self) -> dict:
         """Timing and token figures (without the text, params and model info)."""
@@ -97,6 +99,8 @@ class ReplyResult:
             "ttft_s": self.ttft_s,
             "total_s": self.total_s,
             "dropped_turns": self.dropped_turns,
+            "first_visible": self.first_visible,
+            "summary_used": self.summary_used,
         }
 
 
@@ -249,17 +253,24 @@ class EngineBase:
         except ValueError:
             return GenerationParams()
 
-    def start(self, messages: Sequence[dict], params: GenerationParams | None = None) -> Generation:
-        """Fit, render and start generating; raises DialogueError/ContextTooLongError up front."""
+    def start(self, messages: Sequence[dict], params: GenerationParams | None = None, *,
+              pinned: Sequence[str] = (), summary: str | None = None) -> Generation:
+        """Fit, render and start generating; raises DialogueError/ContextTooLongError up front.
+
+        `pinned` notes ride with the system prompt and are never dropped (a risk note); `summary`
+        stands in for the turns the budget drops (see ContextBudget.fit). The result reports
+        dropped_turns, first_visible and summary_used.
+        """
         params = params or self.default_params()
-        fit = self.budget.fit(messages, params.max_new_tokens)
+        fit = self.budget.fit(messages, params.max_new_tokens, pinned=pinned, summary=summary)
         gen = self.generation_class(self.format.stop_strings)
         threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
         return gen
 
-    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None) -> ReplyResult:
+    def generate(self, messages: Sequence[dict], params: GenerationParams | None = None, *,
+                 pinned: Sequence[str] = (), summary: str | None = None) -> ReplyResult:
         """Generate a whole reply (not streamed)."""
-        gen = self.start(messages, params)
+        gen = self.start(messages, params, pinned=pinned, summary=summary)
         for _ in gen:
             pass
         return gen.result
@@ -283,11 +294,7 @@ class Engine(EngineBase):
         self.loaded = loaded
         self.generation_defaults = dict(generation_defaults or {})
         self.tokenizer = loaded.tokenizer
-        if prompt_format is None or prompt_format == "chat":
-            prompt_format = ChatTemplateFormat(self.tokenizer)
-        elif prompt_format == "plain":
-            prompt_format = PlainFormat()
-        self.format = prompt_format
+        self.format = make_format(prompt_format, self.tokenizer)
         context = loaded.max_context
         if max_context_tokens:
             context = min(context, int(max_context_tokens))
@@ -348,6 +355,8 @@ class Engine(EngineBase):
                 ttft_s=(streamer.first_token_at - started) if streamer.first_token_at else None,
                 total_s=total,
                 dropped_turns=fit.dropped_turns,
+                first_visible=fit.first_visible,
+                summary_used=fit.summary_used,
                 params=params.to_dict(),
                 model=self.info,
             )

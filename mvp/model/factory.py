@@ -17,10 +17,22 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from mvp.model.demo import DEMO_MODEL_NAME
+from mvp.model.dialogue import DEFAULT_ASSISTANT_LABEL, DEFAULT_USER_LABEL, PROMPT_FORMATS, PlainFormat
+from mvp.model.engine import MAX_NEW_TOKENS_LIMIT
+from mvp.model.loader import ModelLoadError, check_choice
+
 BACKENDS = ("inprocess", "openai")
-PROMPT_FORMATS = ("chat", "plain")
-DEFAULT_USER_LABEL = "病人"
-DEFAULT_ASSISTANT_LABEL = "医生"
+MAX_THREADS = 256
+MAX_CONTEXT_TOKENS = 10**7  # the loader treats a larger model_max_length as "unset"
+
+
+def _check_count(name: str, value, limit: int) -> None:
+    """None (use the default) or an integer 1..limit."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ModelLoadError(f"{name}: {value!r} 无效，应为 1 到 {limit} 之间的整数")
 
 
 @dataclass(frozen=True)
@@ -44,10 +56,13 @@ class EngineSettings:
     served_name: str | None = None
 
     def __post_init__(self) -> None:
-        from mvp.model.loader import ModelLoadError, check_choice
-
         check_choice("backend", self.backend, BACKENDS, ModelLoadError)
         check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS, ModelLoadError)
+        # Out-of-range numbers were silently replaced by defaults further down (default_params
+        # falls back on a bad max_new_tokens; a negative context made every message "too long").
+        _check_count("max_new_tokens", self.max_new_tokens, MAX_NEW_TOKENS_LIMIT)
+        _check_count("max_context_tokens", self.max_context_tokens, MAX_CONTEXT_TOKENS)
+        _check_count("threads", self.threads, MAX_THREADS)
 
     @classmethod
     def from_config(cls, config, **overrides) -> "EngineSettings":
@@ -61,15 +76,21 @@ class EngineSettings:
         """Settings for a registered model version (a store row): its model, adapter, quantization and
         server, with THIS run's prompt format, labels, context budget and generation defaults."""
         backend = version.get("backend") or "inprocess"
+        base_url = version.get("base_url") or self.base_url
+        served = version.get("served_name") or version["base_model"]
+        # This run's --tokenizer belongs to this run's served model: an opponent served under the
+        # same name by the same server counts tokens with it; any other finds its own (or estimates).
+        same_served = (backend == self.backend == "openai" and base_url == self.base_url
+                       and served == (self.served_name or self.model))
         return dataclasses.replace(
             self,
             model=version["base_model"],
             adapter=version.get("adapter"),
             quantization=version.get("quantization") or "auto",
             backend=backend,
-            base_url=version.get("base_url") or self.base_url,
+            base_url=base_url,
             served_name=version.get("served_name"),
-            tokenizer=None if backend == "openai" else self.tokenizer,
+            tokenizer=self.tokenizer if same_served else None,
         )
 
     @property
@@ -81,8 +102,6 @@ class EngineSettings:
 def make_prompt_format(settings: EngineSettings):
     """"chat" (the tokenizer's chat template) or a PlainFormat with the configured labels."""
     if settings.prompt_format == "plain":
-        from mvp.model.dialogue import PlainFormat
-
         return PlainFormat(user_label=settings.user_label, assistant_label=settings.assistant_label)
     return "chat"
 
@@ -90,7 +109,7 @@ def make_prompt_format(settings: EngineSettings):
 def set_threads(settings: EngineSettings) -> None:
     """CPU threads for generation: the tiny demo model decodes fastest on one thread (its matmuls are
     too small to split, and a second thread fights other processes on a small machine)."""
-    threads = settings.threads or (1 if settings.model == "demo" else None)
+    threads = settings.threads or (1 if settings.model == DEMO_MODEL_NAME else None)
     if threads:
         import torch
 

@@ -28,31 +28,41 @@ Every failure (server down, wrong model name, timeout, a stream cut in the middl
 `GenerationError` with a Chinese message for the clinician; a reply that did not finish has no
 `result`, so the service never stores it as complete. Each request opens its own stream, so the engine
 works again as soon as the server is back.
+
+Beside it: `served_tokens` (token counts without the server), `openai_errors` (the messages),
+`remote_generation` (cancel wakes the reader), `local_server` (`LocalServer`, `free_port`); the names
+callers used before the split are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mvp.model.dialogue import ChatTemplateFormat, ContextBudget, PlainFormat
+from mvp.model.dialogue import ContextBudget, PlainFormat, make_format
 from mvp.model.engine import (
     _DONE,
     EngineBase,
     end_of_turn_ids,
-    Generation,
     GenerationError,
     GenerationParams,
     ReplyResult,
     cut_at_stop,
 )
-from mvp.model.loader import ModelLoadError
+from mvp.model.local_server import SERVER_START_TIMEOUT_S, LocalServer, free_port  # noqa: F401 - re-exported
+from mvp.model.openai_errors import StreamCut, explain, server_detail
+from mvp.model.remote_generation import RemoteGeneration
+from mvp.model.served_tokens import (  # noqa: F401 - re-exported: callers import them from here
+    ESTIMATE_MARGIN,
+    EstimatedChatFormat,
+    OpenAIBackendError,
+    estimate_tokens,
+    load_local_tokenizer,
+    local_folder,
+)
 
 DEFAULT_TIMEOUT_S = 120.0  # longest wait for the next streamed bytes (first token included)
 CONNECT_TIMEOUT_S = 5.0
@@ -60,88 +70,13 @@ PROBE_TIMEOUT_S = 3.0  # GET /models at start-up and when explaining an error
 DEFAULT_CONTEXT_TOKENS = 4096  # when neither the flag, a local config.json nor the server says
 NO_API_KEY = "EMPTY"  # vLLM and transformers serve accept any key unless started with one
 DIALECTS = ("auto", "vllm", "transformers", "openai")
-ESTIMATE_MARGIN = 1.15
-SERVER_START_TIMEOUT_S = 120.0  # LocalServer: `transformers serve` is healthy in about 20 s on 2 cores
-
-
-class OpenAIBackendError(ModelLoadError):
-    """The backend cannot be set up (bad URL, missing tokenizer folder); app.py shows it and exits."""
-
-
-# -- token counts without a tokenizer -----------------------------------------------------------
-_ESTIMATE_PIECES = re.compile(r"[A-Za-z]+|\s+|[\x00-\x7f]|[^\x00-\x7f]")
-
-
-def estimate_tokens(text: str) -> int:
-    """A high estimate of the token count, for budgeting when the tokenizer is not available here.
-
-    Each non-ASCII character (Chinese) counts 1 token, each ASCII digit or punctuation 1, a run of
-    whitespace 1, a run of Latin letters 1 per 3 letters; plus 15 %. Large-vocabulary tokenizers
-    (Qwen2.5, Llama 3, GLM) use about 0.6-0.8 tokens per common Chinese character, so this
-    overestimates and the budget drops old turns a little early rather than overflowing the context.
-    Rare characters can cost 2-3 byte tokens each; the server still refuses an over-long prompt,
-    and that refusal becomes a clear error.
-    """
-    n = 0
-    for piece in _ESTIMATE_PIECES.findall(text):
-        if piece[0].isascii() and piece[0].isalpha():
-            n += math.ceil(len(piece) / 3)
-        else:
-            n += 1
-    return math.ceil(n * ESTIMATE_MARGIN)
-
-
-class EstimatedChatFormat:
-    """Stands in for the server's chat template when it is not available locally: ChatML-shaped
-    text, only ever used to count tokens (the server renders the real prompt)."""
-
-    name = "chat"
-    stop_strings: tuple[str, ...] = ()
-
-    def render(self, messages: Sequence[dict]) -> str:
-        parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
-        return "".join(parts) + "<|im_start|>assistant\n"
-
-
-def _local_folder(name: str | None) -> Path | None:
-    if not name:
-        return None
-    path = Path(name).expanduser()
-    return path if path.is_dir() else None
-
-
-def load_local_tokenizer(name: str | None, required: bool = False):
-    """A tokenizer from a local folder or the local hub cache (never the network), or None."""
-    if not name:
-        return None
-    folder = _local_folder(name)
-    if required and folder is None:
-        raise OpenAIBackendError(f"找不到分词器文件夹 {name}：请给出包含 tokenizer.json 的模型文件夹")
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(folder or name), local_files_only=True)
-    except Exception as exc:  # no tokenizer there: fall back to the estimate
-        if required:
-            raise OpenAIBackendError(f"无法从 {name} 加载分词器：{exc}") from None
-        return None
-
-
-# -- errors -------------------------------------------------------------------------------------
-def _server_detail(exc) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("error") or body
-        if isinstance(detail, dict):
-            detail = detail.get("message") or detail
-        return str(detail)[:300]
-    return str(getattr(exc, "message", exc))[:300]
 
 
 class OpenAIEngine(EngineBase):
     """Replies from a model served behind an OpenAI-compatible API; the same interface as `Engine`."""
 
     backend = "openai"
+    generation_class = RemoteGeneration
 
     def __init__(
         self,
@@ -203,12 +138,10 @@ class OpenAIEngine(EngineBase):
                         self.tokenizer_source = name
                         break
 
-        if prompt_format is None or prompt_format == "chat":
-            has_template = self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None)
-            prompt_format = ChatTemplateFormat(self.tokenizer) if has_template else EstimatedChatFormat()
-        elif prompt_format == "plain":
-            prompt_format = PlainFormat()
-        self.format = prompt_format
+        # Without the served model's chat template here, a ChatML stand-in only counts tokens.
+        has_template = self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None)
+        self.format = make_format(prompt_format, self.tokenizer if has_template else None,
+                                  fallback=EstimatedChatFormat)
 
         self.end_of_turn = self._end_of_turn()
         context = self._context_tokens()
@@ -256,7 +189,7 @@ class OpenAIEngine(EngineBase):
     def _local_json(self, filename: str) -> dict:
         """A JSON file (config.json, generation_config.json) of the model folder when it is local."""
         for name in (self.tokenizer_source, self.model):
-            folder = _local_folder(name) if isinstance(name, str) else None
+            folder = local_folder(name) if isinstance(name, str) else None
             if folder and (folder / filename).exists():
                 try:
                     data = json.loads((folder / filename).read_text(encoding="utf-8"))
@@ -340,14 +273,14 @@ class OpenAIEngine(EngineBase):
 
         if not self._auto or dialect != "vllm" or not isinstance(exc, openai.APIStatusError):
             return None
-        detail = _server_detail(exc)
+        detail = server_detail(exc)
         if exc.status_code == 422 and "Unexpected fields" in detail:
             return "transformers"
         if exc.status_code in (400, 422) and "repetition_penalty" in detail:
             return "openai"
         return None
 
-    def _run(self, gen: "_RemoteGeneration", fit, params: GenerationParams) -> None:
+    def _run(self, gen: RemoteGeneration, fit, params: GenerationParams) -> None:
         import openai
 
         started = time.perf_counter()
@@ -378,12 +311,12 @@ class OpenAIEngine(EngineBase):
             except Exception as exc:
                 if not gen.cancel_event.is_set():
                     if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
-                        raise _StreamCut() from exc  # the server or the network went away mid-reply
+                        raise StreamCut() from exc  # the server or the network went away mid-reply
                     raise
                 # cancel() shut the socket under the reader: a cancelled reply, not a failure.
             cancelled = gen.cancel_event.is_set()
             if finish is None and not cancelled:
-                raise _StreamCut()
+                raise StreamCut()
             raw = "".join(received)
             text, stopped = cut_at_stop(raw, self.format.stop_strings)
             if stopped or (finish == "stop" and not cancelled):
@@ -402,6 +335,8 @@ class OpenAIEngine(EngineBase):
                 ttft_s=(first_token_at - started) if first_token_at else None,
                 total_s=time.perf_counter() - started,
                 dropped_turns=fit.dropped_turns,
+                first_visible=fit.first_visible,
+                summary_used=fit.summary_used,
                 params=params.to_dict(),
                 model=self.info,
             )
@@ -419,83 +354,11 @@ class OpenAIEngine(EngineBase):
     # -- error messages ---------------------------------------------------------------------------
     def explain(self, exc: BaseException, partial: str = "") -> str:
         """A message for the clinician saying what went wrong with the model server and what to do."""
-        import openai
-
-        where = f"模型服务（{self.base_url}）"
-        lost = f"（已生成的 {len(partial)} 个字未保存）" if partial else ""
-        if isinstance(exc, _StreamCut):
-            return f"与{where}的连接在回复中途断开{lost}：请确认服务仍在运行后重新生成"
-        if isinstance(exc, openai.APITimeoutError):
-            return f"{where}超过 {self.timeout_s:g} 秒没有响应{lost}：服务可能过载或已停止，请稍后重试"
-        if isinstance(exc, openai.APIConnectionError):
-            return f"无法连接{where}：请确认服务已启动（vllm serve / transformers serve）且地址正确，然后重试"
-        if isinstance(exc, openai.AuthenticationError):
-            return f"{where}拒绝了 API key：请检查 --api-key-env 指定的环境变量"
-        if isinstance(exc, openai.APIStatusError):
-            detail = _server_detail(exc)
-            low = detail.lower()
-            names = [str(m.get("id")) for m in (self.list_models() or [])] if exc.status_code in (400, 404) else []
-            if (names and self.model not in names) or exc.status_code == 404 or "pinned" in low:
-                available = f"；服务端可用的模型：{', '.join(names)}" if names else ""
-                return f"{where}没有名为 {self.model!r} 的模型{available}。请用 --model 指定服务端的模型名"
-            if "context" in low and ("length" in low or "maximum" in low):
-                return f"提示超出了{where}的模型上下文：请用 --max-context-tokens 设置更小的预算（服务端：{detail}）"
-            if exc.status_code >= 500:
-                return f"{where}内部出错（HTTP {exc.status_code}）{lost}：{detail}"
-            return f"{where}拒绝了请求（HTTP {exc.status_code}）：{detail}"
-        if isinstance(exc, openai.APIError):
-            return f"{where}在生成时出错{lost}：{getattr(exc, 'message', exc)}"
-        return f"调用{where}失败{lost}：{type(exc).__name__}: {exc}"
-
-
-class _StreamCut(Exception):
-    """The stream ended without a finish_reason (the server went away between events)."""
-
-
-class _RemoteGeneration(Generation):
-    """A Generation whose cancel() also wakes the reader blocked on the HTTP stream, so a stalled
-    server cannot hold a cancelled reply open until its next token (or the timeout)."""
-
-    def __init__(self, stop_strings: Sequence[str] = ()):
-        super().__init__(stop_strings)
-        self._stream = None
-        self._lock = threading.Lock()
-
-    def attach(self, stream) -> None:
-        with self._lock:
-            self._stream = stream
-        if self.cancel_event.is_set():
-            self._interrupt()
-
-    def detach(self) -> None:
-        """The reader is done with the stream: its connection may go back to the pool untouched."""
-        with self._lock:
-            self._stream = None
-
-    def cancel(self) -> None:
-        super().cancel()
-        self._interrupt()
-
-    def _interrupt(self) -> None:
-        # Closing an httpx response from another thread does not wake a blocked recv(); shutting the
-        # socket down does (the reader then sees the end of the stream with cancel_event set).
-        import socket
-
-        with self._lock:
-            stream = self._stream
-            if stream is None:
-                return
-            try:
-                network = stream.response.extensions.get("network_stream")
-                sock = network.get_extra_info("socket") if network is not None else None
-                if sock is not None:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except (AttributeError, OSError):
-                pass  # already closed, or a transport without a socket: the next token stops it
+        return explain(exc, base_url=self.base_url, model=self.model, timeout_s=self.timeout_s,
+                       list_models=self.list_models, partial=partial)
 
 
 
-OpenAIEngine.generation_class = _RemoteGeneration  # defined after the engine that uses it
 
 def startup_warnings(engine: OpenAIEngine) -> list[str]:
     """What the app tells the operator at start-up about a served model (server down, name not listed,
@@ -511,90 +374,4 @@ def startup_warnings(engine: OpenAIEngine) -> list[str]:
     return warnings
 
 
-class LocalServer:
-    """`transformers serve MODEL` on loopback, for tests, benchmarks and an offline try-out.
-
-        with LocalServer("models/demo", continuous_batching=True) as server:
-            engine = OpenAIEngine(server.base_url, server.model)
-
-    Offline (HF_HUB_OFFLINE=1); the model folder is pinned, so its path is the served model name.
-    """
-
-    def __init__(self, model: str | Path, port: int | None = None, *, continuous_batching: bool = False,
-                 log: str | Path | None = None, extra_args: Sequence[str] = (), threads: int | None = None):
-        self.model = str(model)
-        self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.continuous_batching = continuous_batching
-        self.log_path = Path(log) if log else None
-        self.extra_args = list(extra_args)
-        self.threads = threads
-        self.proc = None
-
-    def command(self) -> list[str]:
-        import sys
-
-        cli = Path(sys.executable).with_name("transformers")
-        head = [str(cli)] if cli.exists() else [sys.executable, "-c", "from transformers.cli.transformers import main; main()"]
-        cb = "--continuous-batching" if self.continuous_batching else "--no-continuous-batching"
-        return [*head, "serve", self.model, "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
-                cb, "--log-level", "warning", *self.extra_args]
-
-    def start(self, timeout_s: float = SERVER_START_TIMEOUT_S) -> "LocalServer":
-        import subprocess
-
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
-        out = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=out, stderr=subprocess.STDOUT)
-        if self.log_path:
-            out.close()
-        self.wait_healthy(timeout_s)
-        return self
-
-    def wait_healthy(self, timeout_s: float) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}: {self.output()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/health", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"transformers serve did not become healthy in {timeout_s:g} s: {self.output()[-2000:]}")
-
-    def output(self) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        return ""
-
-    def stop(self, kill: bool = False) -> None:
-        import subprocess
-
-        if self.proc is not None and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def __enter__(self) -> "LocalServer":
-        return self.start() if self.proc is None else self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_RemoteGeneration = RemoteGeneration  # the name before the split
