@@ -60,7 +60,7 @@ class PipelineSettings:
     quantization: str = field(default="auto", metadata={"help": "auto（CUDA 上 4-bit = QLoRA，CPU 上不量化）|4bit|8bit|none"})
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
     run_dir: str = field(default="runs/demo", metadata={"help": "这次迭代的工作文件夹：export/、各阶段输出、versions/、eval.json"})
-    stages: list[str] = field(default_factory=lambda: ["sft", "dpo"], metadata={"help": "按顺序运行的阶段：pt、sft、rm、dpo、rl 中的若干个"})
+    stages: list[str] = field(default_factory=lambda: ["sft", "dpo"], metadata={"help": f"按顺序运行的阶段：{'、'.join(STAGES)} 中的若干个"})
     parent: str = field(default="auto", metadata={"help": "父版本：auto（数据库里同一基座最新的版本）、none 或版本 id"})
     continue_parent_adapter: bool = field(default=True, metadata={"help": "第一个策略阶段在父版本的适配器上继续训练（否则从基座新建 LoRA）"})
     missing_data: str = field(default="error", metadata={"help": "导出里没有某阶段需要的数据时：error 报错，skip 跳过该阶段并记录"})
