@@ -523,3 +523,88 @@ def test_safety_reward_penalises_blocked_replies():
     replies = [[{"role": "assistant", "content": "我是真人咨询师，不是AI。"}],
                [{"role": "assistant", "content": "听起来你最近很辛苦，愿意多说说吗？"}]]
     assert reward(prompts=[[], []], completions=replies) == [-1.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage registry and the one run skeleton
+
+
+def test_stages_and_their_data_kinds_come_from_the_registry():
+    import dataclasses
+
+    from train import pipeline, registry
+    from train.dpo import DPOStageConfig
+    from train.rl import RLStageConfig
+
+    stages = registry.stages()
+    assert list(stages) == ["pt", "sft", "rm", "dpo", "rl"]  # STAGE_MODULES order
+    assert list(pipeline.STAGES) == list(stages)  # the pipeline keeps no list of its own
+    pipeline_fields = {f.name for f in dataclasses.fields(pipeline.PipelineConfig)}
+    assert set(stages) <= pipeline_fields  # one YAML section per registered stage
+    for name, stage in stages.items():
+        assert stage.name == name and importlib_module(name).STAGE is stage
+    assert [name for name, st in stages.items() if st.policy] == ["pt", "sft", "dpo", "rl"]
+    kinds = {
+        "pt": stages["pt"].data_kind(None),
+        "sft": stages["sft"].data_kind(None),
+        "rm": stages["rm"].data_kind(None),
+        "dpo": stages["dpo"].data_kind(DPOStageConfig(output_dir="x")),
+        "kto": stages["dpo"].data_kind(DPOStageConfig(output_dir="x", loss="kto")),
+        "rl": stages["rl"].data_kind(RLStageConfig(output_dir="x", reward_model="rm", prompts_from="kto")),
+    }
+    assert kinds == {"pt": None, "sft": "sft", "rm": "dpo", "dpo": "dpo", "kto": "kto", "rl": "kto"}
+    with pytest.raises(config.ConfigError, match="ppo.*pt, sft, rm, dpo, rl"):
+        registry.get("ppo")
+
+
+def importlib_module(name: str):
+    import importlib
+
+    return importlib.import_module(f"train.{name}")
+
+
+def test_a_registered_stage_is_run_by_the_shared_skeleton(tmp_path, tiny_model_dir, export_dir, monkeypatch):
+    """A new stage is a Stage subclass + registration: the skeleton loads, trains, saves and marks it done."""
+    from dataclasses import dataclass
+
+    from train import registry
+    from train.sft import lm_trainer
+
+    calls = []
+
+    @dataclass
+    class EchoConfig(config.StageConfig):
+        pass
+
+    class EchoStage(registry.Stage):
+        name = "echo"
+        config_cls = EchoConfig
+
+        def data_kind(self, cfg):
+            return "sft"
+
+        def load_data(self, cfg):
+            files = data.resolve_data(cfg.data, cfg.eval_data, "sft")
+            rows, report = data.load_rows(files.train, "sft", keep=["messages"])
+            calls.append("load_data")
+            return registry.StageData(rows, [], {"train": report.to_dict()}, manifest=files.manifest,
+                                      extra={"echo": True})
+
+        def make_trainer(self, cfg, loaded, peft_config, stage_data, callbacks):
+            calls.append("make_trainer")
+            assert peft_config is not None and loaded.device == "cpu"
+            assert any(type(c).__name__ == "WallClockStop" for c in callbacks)
+            return lm_trainer(cfg, loaded, peft_config, stage_data, callbacks, plain_loss=True)
+
+    monkeypatch.setattr(registry, "_REGISTERED", {})  # forgotten after the test
+    registry.register(EchoStage())
+    assert list(registry.stages())[-1] == "echo"
+    stage = registry.get("echo")
+    cfg = EchoConfig(**tiny_args(tiny_model_dir, tmp_path / "echo", data=str(export_dir), max_steps=1))
+    out = stage.run(cfg)
+    assert calls == ["load_data", "make_trainer"]
+    info = check_output(out, "echo")
+    assert info["echo"] is True and info["data"]["train"]["rows_used"] == N_TRAIN
+    assert (out / outputs.DATA_MANIFEST_FILE).is_file()
+    assert outputs.is_done(out, stage.digest(cfg))  # the pipeline would skip it on a rerun
+    generates(tiny_model_dir, out)
