@@ -544,6 +544,8 @@ def test_stages_and_their_data_kinds_come_from_the_registry():
     for name, stage in stages.items():
         assert stage.name == name and importlib_module(name).STAGE is stage
     assert [name for name, st in stages.items() if st.policy] == ["pt", "sft", "dpo", "rl"]
+    assert [name for name, st in stages.items() if st.makes_reward_model] == ["rm"]
+    assert [name for name, st in stages.items() if st.needs_reward_model] == ["rl"]
     kinds = {
         "pt": stages["pt"].data_kind(None),
         "sft": stages["sft"].data_kind(None),

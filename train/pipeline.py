@@ -84,8 +84,10 @@ class PipelineSettings:
                               f"{'、'.join(n for n in STAGES if n not in policy)} 本身不产生新版本")
         for i, name in enumerate(self.stages):
             if STAGES[name].needs_reward_model and "reward_model" not in getattr(self, name):
-                if not any(not STAGES[s].policy for s in self.stages[:i]):
-                    raise ConfigError(f"stages: {name} 需要奖励模型：把 rm 放在 {name} 之前，或在 {name}: 中给出 reward_model")
+                if not any(STAGES[s].makes_reward_model for s in self.stages[:i]):
+                    makers = "、".join(n for n, st in STAGES.items() if st.makes_reward_model)
+                    raise ConfigError(f"stages: {name} 需要奖励模型：把 {makers} 放在 {name} 之前，"
+                                      f"或在 {name}: 中给出 reward_model")
         if self.time_budget_s is not None and self.time_budget_s <= EVAL_RESERVE_S:
             raise ConfigError(f"time_budget_s: 至少要大于评估预留的 {EVAL_RESERVE_S:.0f} 秒")
         if self.parent not in ("auto", "none") and not self.parent.isdigit():
@@ -100,7 +102,7 @@ class PipelineSettings:
 PipelineConfig = dataclasses.make_dataclass(
     "PipelineConfig",
     [(name, dict[str, Any], field(default_factory=dict, metadata={
-        "help": f"{name} 阶段的配置（{stage.config_cls.__name__} 字段）"})) for name, stage in STAGES.items()],
+        "help": f"{name} 阶段的配置（{stage.config_cls.__name__} 字段）：{stage.help}"})) for name, stage in STAGES.items()],
     bases=(PipelineSettings,))
 PipelineConfig.__module__ = __name__
 PipelineConfig.__doc__ = "The pipeline's YAML: PipelineSettings plus a section (a mapping) per registered stage."
@@ -295,7 +297,7 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
         timings[name] = round(time.monotonic() - t0, 2)
         if stage.policy:
             policy_adapter = str(out)
-        else:  # a side model: the reward model (rm)
+        if stage.makes_reward_model:
             reward_model = str(out)
     if not any(statuses.get(s) in ("ran", "skipped") for s in cfg.stages if STAGES[s].policy):
         raise DataError("没有任何策略阶段得到训练数据，没有新版本可登记")

@@ -50,7 +50,8 @@ class Stage:
 
     name: str = ""
     config_cls: type[StageConfig] = StageConfig
-    policy: bool = True  # trains the dialogue model (carries the adapter on); False: the reward model (rm)
+    policy: bool = True  # trains the dialogue model: the pipeline carries its adapter on to the next one
+    makes_reward_model: bool = False  # its output is the reward model later stages and the evaluation use (rm)
     uses_export: bool = True  # the pipeline points `data` at its export (False: pt reads its own text)
     needs_reward_model: bool = False  # the pipeline passes the reward model (rl)
     model_class: str = "causal_lm"  # as mvp.model.loader.load_model(model_class=)

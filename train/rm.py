@@ -34,7 +34,8 @@ class RMStageConfig(StageConfig):
 class RMStage(Stage):
     name = "rm"
     config_cls = RMStageConfig
-    policy = False  # a separate reward model, used by rl and the evaluation
+    policy = False  # a separate reward model on the base, used by rl and the evaluation
+    makes_reward_model = True
     model_class = "seq_cls"
     task_type = "SEQ_CLS"
     saved_what = "奖励模型适配器"
