@@ -17,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from train.demo import build as dm  # noqa: E402
+from train.demo import dialogues  # noqa: E402
 from train.demo import tiny_lm  # noqa: E402
 
 QUICK_STEPS = 150
@@ -63,9 +64,9 @@ def test_folder_is_complete_and_loads_offline(built, loaded):
 def test_reloaded_tokenizer_encodes_like_the_one_trained(built, loaded):
     _, reloaded = loaded
     trained = tiny_lm.train_tokenizer(
-        tiny_lm.dialogue_texts(dm.training_dialogues()[: dm.QUICK.max_train_dialogues]), dm.QUICK.vocab_size
+        tiny_lm.dialogue_texts(dialogues.training_dialogues()[: dm.QUICK.max_train_dialogues]), dm.QUICK.vocab_size
     )
-    messages = [{"role": "system", "content": dm.GENERIC_SYSTEM_PROMPT}, {"role": "user", "content": CHINESE}]
+    messages = [{"role": "system", "content": dialogues.GENERIC_SYSTEM_PROMPT}, {"role": "user", "content": CHINESE}]
     text = trained.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert reloaded(text)["input_ids"] == trained(text)["input_ids"]
 
@@ -88,14 +89,14 @@ def test_heldout_perplexity_far_below_untrained(built, loaded):
     assert trained < MAX_PPL_RATIO * untrained, (trained, untrained)
     # The reloaded folder scores the same as the model did in memory.
     model, tokenizer = loaded
-    evaluated = [d for d in dm.heldout_dialogues() if d["id"] in set(info["data"]["eval_dialogue_ids"])]
-    ppl = dm.eval_perplexity(model, tokenizer, evaluated, max_length=info["settings"]["max_length"])
+    evaluated = [d for d in dialogues.heldout_dialogues() if d["id"] in set(info["data"]["eval_dialogue_ids"])]
+    ppl = dialogues.eval_perplexity(model, tokenizer, evaluated, max_length=info["settings"]["max_length"])
     assert ppl == pytest.approx(trained, rel=1e-3)
 
 
 def test_no_heldout_dialogue_is_trained_on(built):
-    heldout = {d["id"] for d in dm.heldout_dialogues()}
-    train = {d["id"] for d in dm.training_dialogues()}
+    heldout = {d["id"] for d in dialogues.heldout_dialogues()}
+    train = {d["id"] for d in dialogues.training_dialogues()}
     everything = {d["id"] for d in tiny_lm.iter_dialogues()}
     assert heldout | train == everything and not heldout & train
     assert 0.03 < len(heldout) / len(everything) < 0.08
@@ -109,7 +110,7 @@ def test_generation_stops_at_end_of_turn(loaded, message):
     import torch
 
     model, tokenizer = loaded
-    messages = [{"role": "system", "content": dm.GENERIC_SYSTEM_PROMPT}, {"role": "user", "content": message}]
+    messages = [{"role": "system", "content": dialogues.GENERIC_SYSTEM_PROMPT}, {"role": "user", "content": message}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
                                            return_dict=True)
     torch.manual_seed(0)
@@ -172,15 +173,15 @@ def test_refuses_to_replace_a_folder_it_did_not_make(tmp_path):
 
 def test_windows_are_whole_turns_under_the_length_limit(loaded):
     _, tokenizer = loaded
-    dialogue = dm.training_dialogues()[0]
-    (whole,) = dm.encode_windows(tokenizer, [dialogue], max_length=100_000)
-    messages = [{"role": "system", "content": dm.GENERIC_SYSTEM_PROMPT}, *dialogue["messages"]]
+    dialogue = dialogues.training_dialogues()[0]
+    (whole,) = dialogues.encode_windows(tokenizer, [dialogue], max_length=100_000)
+    messages = [{"role": "system", "content": dialogues.GENERIC_SYSTEM_PROMPT}, *dialogue["messages"]]
     assert whole["input_ids"] == tokenizer.apply_chat_template(messages, return_dict=False)
     scored = tokenizer.decode([t for t, m in zip(whole["input_ids"], whole["assistant_mask"]) if m])
     replies = [m["content"] + "<|im_end|>" for m in dialogue["messages"] if m["role"] == "assistant"]
     assert scored == "".join(replies)
 
-    windows = dm.encode_windows(tokenizer, dm.training_dialogues()[:20], 128, dm.STAGE_SYSTEM_PROMPTS)
+    windows = dialogues.encode_windows(tokenizer, dialogues.training_dialogues()[:20], 128, dialogues.STAGE_SYSTEM_PROMPTS)
     start = tokenizer.convert_tokens_to_ids("<|im_start|>")
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     for w in windows:

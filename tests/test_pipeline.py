@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from mvp.store import Store
-from train import common
+from train import outputs
+from train.config import ConfigError, config_from_dict, read_yaml
 
 GOOD_FALLBACK = "听起来这段时间你承受了很多，愿意多说说吗？"
 BAD_REPLY = "不知道。"
@@ -107,10 +108,10 @@ def test_pipeline_registers_a_version_the_engine_serves(pipeline_run):
         assert isinstance(new["metrics"][side]["reward_score"], float)
     assert 0 <= new["metrics"]["implicit_preference_accuracy"] <= 1
     # the adapter folder carries its config and the data manifest it was trained on
-    info = json.loads((Path(new["adapter"]) / common.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+    info = json.loads((Path(new["adapter"]) / outputs.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     assert info["stage"] == "dpo:dpo"
     assert info["resolved"]["continued_adapter"].endswith("sft")  # DPO continued the SFT adapter
-    assert (Path(new["adapter"]) / common.DATA_MANIFEST_FILE).is_file()
+    assert (Path(new["adapter"]) / outputs.DATA_MANIFEST_FILE).is_file()
     # the app loads a version exactly this way (app.version_loader)
     loaded = load_model(ModelSpec(model=new["base_model"], adapter=new["adapter"],
                                   quantization=new["quantization"]))
@@ -217,7 +218,7 @@ def test_demo_config_is_valid():
     from train.pipeline import PipelineConfig
 
     demo = Path(__file__).resolve().parent.parent / "train" / "configs" / "demo.yaml"
-    cfg = common.config_from_dict(PipelineConfig, common.read_yaml(demo), source=str(demo))
+    cfg = config_from_dict(PipelineConfig, read_yaml(demo), source=str(demo))
     assert cfg.base_model == "demo" and cfg.device == "cpu"
     assert cfg.stages[0] in ("pt", "sft")
 
@@ -225,14 +226,14 @@ def test_demo_config_is_valid():
 def test_time_budget_is_shared_among_the_remaining_stages(monkeypatch):
     from train import pipeline
 
-    cfg = common.config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 360, "stages": ["sft", "rm", "dpo"]})
+    cfg = config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 360, "stages": ["sft", "rm", "dpo"]})
     monkeypatch.setattr(pipeline.time, "monotonic", lambda: 1000.0)
     # 360 s - 60 s kept for the evaluation = 300 s for 3 stages, minus each stage's load/save overhead
     assert pipeline.stage_share(cfg, 1000.0, 3, None) == 100 - pipeline.STAGE_OVERHEAD_S
     assert pipeline.stage_share(cfg, 1000.0, 3, 30.0) == 30.0  # a stage's own smaller budget wins
     assert pipeline.stage_share(cfg, 1000.0 - 290, 1, None) == pipeline.MIN_STAGE_TRAIN_S  # late: a minimum
-    with pytest.raises(common.ConfigError, match="time_budget_s"):
-        common.config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 30})
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 30})
 
 
 def test_empty_eval_split_registers_without_evaluation(tmp_path, tiny_model_dir):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from train import common
+from train import config, data, outputs, training
 
 SYSTEM = {"role": "system", "content": "你是一名温和、专业的心理咨询师。"}
 N_TRAIN, N_EVAL = 8, 3
@@ -89,8 +89,8 @@ class Snapshot:
 @pytest.fixture
 def snapshot(monkeypatch):
     snap = Snapshot()
-    original = common.stage_callbacks
-    monkeypatch.setattr(common, "stage_callbacks", lambda args, stage: original(args, stage) + [snap.callback])
+    original = training.stage_callbacks
+    monkeypatch.setattr(training, "stage_callbacks", lambda args, stage: original(args, stage) + [snap.callback])
     return snap
 
 
@@ -115,10 +115,10 @@ def generates(tiny_model_dir, adapter: Path) -> str:
 
 def check_output(out: Path, stage: str) -> dict:
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json",
-                 common.TRAIN_CONFIG_FILE, common.DONE_FILE):
+                 outputs.TRAIN_CONFIG_FILE, outputs.DONE_FILE):
         assert (out / name).is_file(), name
     assert not (out / "ref").exists(), "TRL's frozen reference adapter must not be saved"
-    info = json.loads((out / common.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+    info = json.loads((out / outputs.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     assert info["stage"] == stage
     assert info["resolved"]["device"] == "cpu"
     assert info["metrics"]["global_step"] >= 1
@@ -157,7 +157,7 @@ def test_sft_trains_lora_only_and_serves(tmp_path, tiny_model_dir, export_dir, s
     assert info["data"]["assistant_only_loss"] is True  # the tiny template has {% generation %}
     assert info["data"]["train"]["rows_used"] == N_TRAIN
     assert info["data"]["eval"]["rows_used"] == N_EVAL and "eval_loss" in info["metrics"]
-    assert json.loads((out / common.DATA_MANIFEST_FILE).read_text())["name"] == "test-export"
+    assert json.loads((out / outputs.DATA_MANIFEST_FILE).read_text())["name"] == "test-export"
     assert info["config"]["learning_rate"] == 1e-2
     generates(tiny_model_dir, out)
 
@@ -259,7 +259,7 @@ def test_qlora_on_cuda(tmp_path, tiny_model_dir, export_dir):
     common_args = {"model": str(tiny_model_dir), "quantization": "auto", "device": "auto", "max_steps": 2,
                    "max_length": 256, "per_device_train_batch_size": 2, "data": str(export_dir)}
     sft = run(SFTStageConfig(**common_args, output_dir=str(tmp_path / "sft")))
-    info = json.loads((sft / common.TRAIN_CONFIG_FILE).read_text())
+    info = json.loads((sft / outputs.TRAIN_CONFIG_FILE).read_text())
     assert info["resolved"] == {**info["resolved"], "device": "cuda", "quantization": "4bit"}
     out = run_dpo(DPOStageConfig(**common_args, adapter=str(sft), output_dir=str(tmp_path / "dpo")))
     assert (out / "adapter_model.safetensors").is_file()
@@ -311,8 +311,8 @@ def test_config_typo_in_yaml_names_the_key(tmp_path):
 
     path = tmp_path / "c.yaml"
     path.write_text("model: demo\noutput_dir: x\nlearning_rat: 0.1\n", encoding="utf-8")
-    with pytest.raises(common.ConfigError, match="learning_rat.*learning_rate"):
-        common.parse_config(SFTStageConfig, ["--config", str(path)], prog="t", description="t")
+    with pytest.raises(config.ConfigError, match="learning_rat.*learning_rate"):
+        config.parse_config(SFTStageConfig, ["--config", str(path)], prog="t", description="t")
 
 
 def test_config_typo_on_the_command_line_names_the_flag(capsys):
@@ -329,7 +329,7 @@ def test_flags_override_yaml_and_values_are_typed(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("output_dir: x\nlearning_rate: 1e-4\nloss: kto\nlora_target_modules: [q_proj]\n",
                     encoding="utf-8")
-    cfg = common.parse_config(DPOStageConfig, ["--config", str(path), "--loss", "orpo", "--max-steps", "5",
+    cfg = config.parse_config(DPOStageConfig, ["--config", str(path), "--loss", "orpo", "--max-steps", "5",
                                                "--eval-at-end", "false", "--lora-target-modules", "q_proj,v_proj",
                                                "--trl-args", '{"optim": "adamw_torch"}'],
                               prog="t", description="t")
@@ -348,8 +348,8 @@ def test_flags_override_yaml_and_values_are_typed(tmp_path):
 def test_bad_values_name_the_key(values, key):
     from train.dpo import DPOStageConfig
 
-    with pytest.raises(common.ConfigError, match=key):
-        common.config_from_dict(DPOStageConfig, {"output_dir": "x", **values})
+    with pytest.raises(config.ConfigError, match=key):
+        config.config_from_dict(DPOStageConfig, {"output_dir": "x", **values})
 
 
 def test_unknown_trl_argument_is_refused(tmp_path):
@@ -358,16 +358,16 @@ def test_unknown_trl_argument_is_refused(tmp_path):
     from train.sft import SFTStageConfig
 
     cfg = SFTStageConfig(output_dir=str(tmp_path), trl_args={"optimm": "adamw_torch"})
-    with pytest.raises(common.ConfigError, match="optimm.*optim"):
-        common.training_kwargs(cfg, "cpu", SFTConfig)
+    with pytest.raises(config.ConfigError, match="optimm.*optim"):
+        training.training_kwargs(cfg, "cpu", SFTConfig)
 
 
 def test_rl_batch_must_hold_whole_groups():
     from train.rl import RLStageConfig
 
-    with pytest.raises(common.ConfigError, match="num_generations"):
+    with pytest.raises(config.ConfigError, match="num_generations"):
         RLStageConfig(output_dir="x", reward_model="rm", num_generations=3, per_device_train_batch_size=4)
-    with pytest.raises(common.ConfigError, match="reward_model"):
+    with pytest.raises(config.ConfigError, match="reward_model"):
         RLStageConfig(output_dir="x")
 
 
@@ -412,11 +412,11 @@ def test_bad_rows_are_refused_with_line_numbers_or_skipped_and_counted(tmp_path,
     good = [json.loads(line) for line in open(export_dir / "trl" / f"{kind}_train.jsonl", encoding="utf-8")][:2]
     bad = BAD_ROWS[kind]
     path = _write_jsonl(tmp_path / f"{kind}.jsonl", good + bad)
-    with pytest.raises(common.DataError) as exc:
-        common.load_rows(path, kind)
+    with pytest.raises(config.DataError) as exc:
+        data.load_rows(path, kind)
     message = str(exc.value)
     assert f"{len(bad)}/{len(good) + len(bad)}" in message and "第 3 行" in message and "--bad-rows skip" in message
-    rows, report = common.load_rows(path, kind, bad_rows="skip")
+    rows, report = data.load_rows(path, kind, bad_rows="skip")
     assert len(rows) == len(good)
     assert report.to_dict()["rows_skipped"] == len(bad) and report.rows_in == len(good) + len(bad)
     assert [b["line"] for b in report.bad_rows] == list(range(3, 3 + len(bad)))
@@ -424,8 +424,8 @@ def test_bad_rows_are_refused_with_line_numbers_or_skipped_and_counted(tmp_path,
 
 def test_string_kto_label_is_refused_before_trl_sees_it(tmp_path):
     path = _write_jsonl(tmp_path / "k.jsonl", BAD_ROWS["kto"][:1])
-    with pytest.raises(common.DataError, match="布尔"):
-        common.load_rows(path, "kto")
+    with pytest.raises(config.DataError, match="布尔"):
+        data.load_rows(path, "kto")
 
 
 def test_skipped_rows_are_recorded_with_the_adapter(tmp_path, tiny_model_dir, export_dir):
@@ -435,15 +435,15 @@ def test_skipped_rows_are_recorded_with_the_adapter(tmp_path, tiny_model_dir, ex
     data = _write_jsonl(tmp_path / "mixed.jsonl", good + BAD_ROWS["sft"])
     out = run(SFTStageConfig(**tiny_args(tiny_model_dir, tmp_path / "o", data=str(data), bad_rows="skip",
                                          max_steps=1)))
-    info = json.loads((out / common.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+    info = json.loads((out / outputs.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     assert info["data"]["train"]["rows_in"] == 8
     assert info["data"]["train"]["rows_used"] == 4 and info["data"]["train"]["rows_skipped"] == 4
 
 
 def test_invalid_json_line_is_a_clear_error(tmp_path):
     path = _write_jsonl(tmp_path / "x.jsonl", ['{"messages": []}', "{oops"])
-    with pytest.raises(common.DataError, match="第 2 行"):
-        common.load_rows(path, "sft")
+    with pytest.raises(config.DataError, match="第 2 行"):
+        data.load_rows(path, "sft")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,9 +454,9 @@ def test_lora_config_and_cpu_training_defaults(tmp_path):
     from train.sft import SFTStageConfig
 
     cfg = SFTStageConfig(output_dir=str(tmp_path), lora_r=4, lora_alpha=8)
-    lora = common.lora_config(cfg, "SEQ_CLS")
+    lora = training.lora_config(cfg, "SEQ_CLS")
     assert (lora.r, lora.lora_alpha, lora.task_type, lora.target_modules) == (4, 8, "SEQ_CLS", "all-linear")
-    kwargs = common.training_kwargs(cfg, "cpu")
+    kwargs = training.training_kwargs(cfg, "cpu")
     assert kwargs["use_cpu"] is True and kwargs["bf16"] is False and kwargs["fp16"] is False
     assert kwargs["gradient_checkpointing"] is False and kwargs["save_strategy"] == "no"
     assert kwargs["report_to"] == "none"
@@ -498,9 +498,9 @@ def test_assistant_only_loss_needs_a_marked_template(tiny_loaded):
     from train.demo.tiny_lm import CHAT_TEMPLATE
 
     tok = copy.deepcopy(tiny_loaded.tokenizer)
-    assert common.assistant_mask_supported(tok)[0]
+    assert training.assistant_mask_supported(tok)[0]
     tok.chat_template = CHAT_TEMPLATE.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    supported, why = common.assistant_mask_supported(tok)
+    supported, why = training.assistant_mask_supported(tok)
     assert not supported and "generation" in why
 
 
@@ -511,7 +511,7 @@ def test_example_gpu_configs_parse(name, stage):
     module = importlib.import_module(f"train.{stage}")
     cls = {"sft": "SFTStageConfig", "dpo": "DPOStageConfig"}[stage]
     path = Path(__file__).resolve().parent.parent / "train" / "configs" / name
-    cfg = common.parse_config(getattr(module, cls), ["--config", str(path)], prog="t", description="t")
+    cfg = config.parse_config(getattr(module, cls), ["--config", str(path)], prog="t", description="t")
     assert cfg.quantization == "auto" and cfg.model.startswith("Qwen/")
 
 
@@ -523,3 +523,90 @@ def test_safety_reward_penalises_blocked_replies():
     replies = [[{"role": "assistant", "content": "我是真人咨询师，不是AI。"}],
                [{"role": "assistant", "content": "听起来你最近很辛苦，愿意多说说吗？"}]]
     assert reward(prompts=[[], []], completions=replies) == [-1.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage registry and the one run skeleton
+
+
+def test_stages_and_their_data_kinds_come_from_the_registry():
+    import dataclasses
+
+    from train import pipeline, registry
+    from train.dpo import DPOStageConfig
+    from train.rl import RLStageConfig
+
+    stages = registry.stages()
+    assert list(stages) == ["pt", "sft", "rm", "dpo", "rl"]  # STAGE_MODULES order
+    assert list(pipeline.STAGES) == list(stages)  # the pipeline keeps no list of its own
+    pipeline_fields = {f.name for f in dataclasses.fields(pipeline.PipelineConfig)}
+    assert set(stages) <= pipeline_fields  # one YAML section per registered stage
+    for name, stage in stages.items():
+        assert stage.name == name and importlib_module(name).STAGE is stage
+    assert [name for name, st in stages.items() if st.policy] == ["pt", "sft", "dpo", "rl"]
+    assert [name for name, st in stages.items() if st.makes_reward_model] == ["rm"]
+    assert [name for name, st in stages.items() if st.needs_reward_model] == ["rl"]
+    kinds = {
+        "pt": stages["pt"].data_kind(None),
+        "sft": stages["sft"].data_kind(None),
+        "rm": stages["rm"].data_kind(None),
+        "dpo": stages["dpo"].data_kind(DPOStageConfig(output_dir="x")),
+        "kto": stages["dpo"].data_kind(DPOStageConfig(output_dir="x", loss="kto")),
+        "rl": stages["rl"].data_kind(RLStageConfig(output_dir="x", reward_model="rm", prompts_from="kto")),
+    }
+    assert kinds == {"pt": None, "sft": "sft", "rm": "dpo", "dpo": "dpo", "kto": "kto", "rl": "kto"}
+    with pytest.raises(config.ConfigError, match="ppo.*pt, sft, rm, dpo, rl"):
+        registry.get("ppo")
+
+
+def importlib_module(name: str):
+    import importlib
+
+    return importlib.import_module(f"train.{name}")
+
+
+def test_a_registered_stage_is_run_by_the_shared_skeleton(tmp_path, tiny_model_dir, export_dir, monkeypatch):
+    """A new stage is a Stage subclass + registration: the skeleton loads, trains, saves and marks it done."""
+    from dataclasses import dataclass
+
+    from train import registry
+    from train.sft import lm_trainer
+
+    calls = []
+
+    @dataclass
+    class EchoConfig(config.StageConfig):
+        pass
+
+    class EchoStage(registry.Stage):
+        name = "echo"
+        config_cls = EchoConfig
+
+        def data_kind(self, cfg):
+            return "sft"
+
+        def load_data(self, cfg):
+            files = data.resolve_data(cfg.data, cfg.eval_data, "sft")
+            rows, report = data.load_rows(files.train, "sft", keep=["messages"])
+            calls.append("load_data")
+            return registry.StageData(rows, [], {"train": report.to_dict()}, manifest=files.manifest,
+                                      extra={"echo": True})
+
+        def make_trainer(self, cfg, loaded, peft_config, stage_data, callbacks):
+            calls.append("make_trainer")
+            assert peft_config is not None and loaded.device == "cpu"
+            assert any(type(c).__name__ == "WallClockStop" for c in callbacks)
+            return lm_trainer(cfg, loaded, peft_config, stage_data, callbacks, plain_loss=True)
+
+    monkeypatch.setattr(registry, "_REGISTERED", {})  # forgotten after the test
+    registry.register(EchoStage())
+    assert list(registry.stages())[-1] == "echo"
+    stage = registry.get("echo")
+    cfg = EchoConfig(**tiny_args(tiny_model_dir, tmp_path / "echo", data=str(export_dir), max_steps=1))
+    out = stage.run(cfg)
+    assert calls == ["load_data", "make_trainer"]
+    info = check_output(out, "echo")
+    assert info["echo"] is True and info["data"]["train"]["rows_used"] == N_TRAIN
+    assert (out / outputs.DATA_MANIFEST_FILE).is_file()
+    assert outputs.is_done(out, stage.digest(cfg))  # the pipeline would skip it on a rerun
+    generates(tiny_model_dir, out)

@@ -18,6 +18,7 @@ would drop the system prompt).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -25,8 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mvp.model.loader import DEVICES, QUANTIZATIONS
-from train import common
+from mvp.model.loader import check_choice
+from train import data as data_mod
+from train import outputs
+from train.config import (BAD_ROW_POLICIES, USER_ERRORS, ConfigError, DataError, check_model_choices, log,
+                          parse_config)
 
 
 @dataclass
@@ -47,18 +51,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if not self.data:
-            raise common.ConfigError("data: 必须给出导出文件夹（exports/NAME）")
+            raise ConfigError("data: 必须给出导出文件夹（exports/NAME）")
         if self.split not in ("eval", "train"):
-            raise common.ConfigError(f"split: {self.split!r} 无效，可选 eval、train")
-        if self.quantization not in QUANTIZATIONS:
-            raise common.ConfigError(f"quantization: {self.quantization!r} 无效，可选 {', '.join(QUANTIZATIONS)}")
-        if self.device not in DEVICES:
-            raise common.ConfigError(f"device: {self.device!r} 无效，可选 {', '.join(DEVICES)}")
-        if self.bad_rows not in common.BAD_ROW_POLICIES:
-            raise common.ConfigError(f"bad_rows: {self.bad_rows!r} 无效，可选 refuse、skip")
+            raise ConfigError(f"split: {self.split!r} 无效，可选 eval、train")
+        check_model_choices(self)
+        check_choice("bad_rows", self.bad_rows, BAD_ROW_POLICIES, ConfigError)
         for key in ("max_samples", "max_length", "max_new_tokens"):
             if getattr(self, key) <= 0:
-                raise common.ConfigError(f"{key}: 必须大于 0")
+                raise ConfigError(f"{key}: 必须大于 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def score_model(loaded, sft_rows, pairs, prompts, cfg: EvalConfig, label: str) -
         params = GenerationParams(temperature=0.0, max_new_tokens=cfg.max_new_tokens, repetition_penalty=1.1)
         for i, prompt in enumerate(prompts):
             scores.replies.append(engine.generate(prompt, params).text)
-        common.log("evaluate", f"{label}：生成了 {len(prompts)} 条回复")
+        log("evaluate", f"{label}：生成了 {len(prompts)} 条回复")
     return scores
 
 
@@ -152,18 +152,18 @@ def score_model(loaded, sft_rows, pairs, prompts, cfg: EvalConfig, label: str) -
 
 def _load_split(cfg: EvalConfig, kind: str):
     path = Path(cfg.data) / "trl" / f"{kind}_{cfg.split}.jsonl"
-    rows, report = common.load_eval_rows(path if path.is_file() else None, kind, bad_rows=cfg.bad_rows)
+    rows, report = data_mod.load_eval_rows(path if path.is_file() else None, kind, bad_rows=cfg.bad_rows)
     return rows[:cfg.max_samples], (report.to_dict() if report else {"file": str(path), "missing": True})
 
 
 def prepare(cfg: EvalConfig, tokenizer):
     """Eval conversations, tokenised pairs and prompts, with counts of what was skipped and why."""
     if not Path(cfg.data).is_dir():
-        raise common.DataError(f"data: {cfg.data} 不是导出文件夹（应含 trl/sft_{cfg.split}.jsonl 等）")
+        raise DataError(f"data: {cfg.data} 不是导出文件夹（应含 trl/sft_{cfg.split}.jsonl 等）")
     sft_rows, sft_report = _load_split(cfg, "sft")
     dpo_rows, dpo_report = _load_split(cfg, "dpo")
     if not sft_rows and not dpo_rows:
-        raise common.DataError(f"{cfg.data}: {cfg.split} 划分里既没有 SFT 对话也没有偏好对，无法评估")
+        raise DataError(f"{cfg.data}: {cfg.split} 划分里既没有 SFT 对话也没有偏好对，无法评估")
     too_long = {"sft": 0, "dpo": 0}
     kept_sft = []
     for row in sft_rows:
@@ -194,7 +194,7 @@ def reward_scores(cfg: EvalConfig, prompts, replies_by_model: dict[str, list[str
     from mvp.model.loader import ModelSpec, load_model
 
     if not (Path(cfg.reward_model) / "adapter_config.json").is_file():
-        raise common.ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹")
+        raise ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹")
     rm = load_model(ModelSpec(model=cfg.base, adapter=cfg.reward_model, quantization=cfg.quantization,
                               device=cfg.device), model_class="seq_cls")
     out = {}
@@ -208,7 +208,7 @@ def reward_scores(cfg: EvalConfig, prompts, replies_by_model: dict[str, list[str
             with torch.inference_mode():
                 values.append(float(rm.model(**{k: v.to(rm.model.device) for k, v in enc.items()}).logits[0, 0]))
         out[name] = sum(values) / len(values) if values else None
-    common.free_memory(rm)
+    outputs.free_memory(rm)
     return out
 
 
@@ -233,11 +233,11 @@ def run(cfg: EvalConfig) -> dict:
                                       device=cfg.device))
         if info is None:
             sft_rows, pairs, prompts, info = prepare(cfg, loaded.tokenizer)
-            common.log("evaluate", f"评估数据：对话 {info['sft_used']}，偏好对 {info['pairs_used']}，"
+            log("evaluate", f"评估数据：对话 {info['sft_used']}，偏好对 {info['pairs_used']}，"
                                    f"提示 {info['prompts_used']}（过长跳过 {info['skipped_too_long']}）")
         scores[name] = score_model(loaded, sft_rows, pairs, prompts if cfg.reward_model else [], cfg,
                                    "新版本" if name == "new" else "父版本")
-        common.free_memory(loaded)
+        outputs.free_memory(loaded)
     new, parent = scores["new"], scores["parent"]
     result = {
         "base": cfg.base, "adapter": cfg.adapter, "parent_adapter": cfg.parent_adapter,
@@ -256,7 +256,7 @@ def run(cfg: EvalConfig) -> dict:
         result["sample_replies"] = [{"prompt": p[-1]["content"], "new": a, "parent": b}
                                     for p, a, b in list(zip(prompts, new.replies, parent.replies))[:3]]
     result["elapsed_s"] = round(time.monotonic() - started, 2)
-    result["created_at"] = common.utc_now()
+    result["created_at"] = outputs.utc_now()
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -287,12 +287,58 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Used by the pipeline: evaluate only when the adapters, data or settings changed
+
+
+def has_eval_data(export_dir: Path, split: str) -> bool:
+    for kind in ("sft", "dpo"):
+        path = export_dir / "trl" / f"{kind}_{split}.jsonl"
+        if path.is_file() and any(line.strip() for line in open(path, encoding="utf-8")):
+            return True
+    return False
+
+
+def run_if_changed(eval_cfg: EvalConfig, force: bool) -> dict:
+    """run(), skipped (the earlier result returned) when eval.json was computed from the same adapters, data and settings."""
+    files = sorted((Path(eval_cfg.data) / "trl").glob(f"*_{eval_cfg.split}.jsonl"))
+    digest = data_mod.inputs_hash(
+        evaluate_config_for_hash(eval_cfg), files,
+        extra={"adapter": data_mod.adapter_identity(eval_cfg.adapter),
+               "parent": data_mod.adapter_identity(eval_cfg.parent_adapter),
+               "reward_model": data_mod.adapter_identity(eval_cfg.reward_model)})
+    out = Path(eval_cfg.out)
+    if not force and out.is_file():
+        previous = json.loads(out.read_text(encoding="utf-8"))
+        if previous.get("inputs_hash") == digest:
+            log("evaluate", f"输入未变，沿用 {out}")
+            return previous
+    result = run(eval_cfg)
+    result["inputs_hash"] = digest
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+    return result
+
+
+@dataclass
+class _EvalHashView:
+    """EvalConfig as inputs_hash expects it (a `model` field; paths hashed separately by content)."""
+
+    model: str
+    settings: dict
+
+
+def evaluate_config_for_hash(eval_cfg: EvalConfig) -> _EvalHashView:
+    settings = {k: v for k, v in dataclasses.asdict(eval_cfg).items()
+                if k not in ("base", "adapter", "parent_adapter", "reward_model", "out", "data")}
+    return _EvalHashView(model=eval_cfg.base, settings=settings)
+
+
 def main(argv=None) -> int:
     try:
-        cfg = common.parse_config(EvalConfig, argv, prog="python -m train.evaluate",
+        cfg = parse_config(EvalConfig, argv, prog="python -m train.evaluate",
                                   description="新版本对父版本：困惑度、偏好准确率、隐式奖励、奖励模型得分")
         result = run(cfg)
-    except common.USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
     print(table(result))

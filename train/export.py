@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import hashlib
 import os
 import shutil
 import sys
@@ -47,13 +46,13 @@ from pathlib import Path
 from typing import Any
 
 from train import formats, samples
-from train.formats import FormatError
+from train.data import file_sha256
+from train.export_files import Writer
 
 MANIFEST_VERSION = 1
 SPLITS = ("train", "eval")
 FORMAT_KINDS = ("dpo", "kto", "sft")
 MAX_EVAL_FRACTION = 0.9
-DATASET_PREFIX = "psy"
 
 
 class ExportError(Exception):
@@ -90,14 +89,6 @@ class ExportOptions:
 
 
 # -- inputs ------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_stages(path: str | None):
     from mvp.counsel.stages import StageFileError, load_stages
 
@@ -139,84 +130,6 @@ def read_snapshot(db_path: Path) -> tuple[dict[str, list[dict]], int]:
             return store.export_snapshot(include_demo=True, include_disabled=True), store.schema_version
     except StoreError as exc:
         raise ExportError(str(exc)) from None
-
-
-# -- rows per format ---------------------------------------------------------------------------------
-def trl_row(sample: samples.Sample) -> dict:
-    if sample.kind == "dpo":
-        return formats.trl_dpo_row(sample.prompt, sample.chosen, sample.rejected)
-    if sample.kind == "kto":
-        return formats.trl_kto_row(sample.prompt, sample.completion, sample.label)
-    return formats.trl_sft_row(sample.prompt)
-
-
-def sharegpt_row(sample: samples.Sample) -> dict:
-    if sample.kind == "dpo":
-        row = formats.sharegpt_ranking_row(sample.prompt, sample.chosen, sample.rejected)
-    elif sample.kind == "kto":
-        row = formats.sharegpt_kto_row(sample.prompt, sample.completion, sample.label)
-    else:
-        row = formats.to_sharegpt(sample.prompt)
-    problem = formats.llamafactory_problem(row, sample.kind)
-    if problem:
-        raise FormatError(f"llamafactory_would_skip:{problem}")
-    return row
-
-
-class Writer:
-    """Writes the files of one export into a folder and records rows and checksums."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.files: dict[str, dict] = {}
-        self.unrepresentable: Counter = Counter()
-        self.folded = 0
-        self.dataset_info: dict[str, dict] = {}
-
-    def _record(self, rel: str, rows: int) -> None:
-        path = self.root / rel
-        self.files[rel] = {"rows": rows, "sha256": _sha256(path), "bytes": path.stat().st_size}
-
-    def jsonl(self, rel: str, rows: list) -> None:
-        if rows:
-            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            self._record(rel, formats.write_jsonl(self.root / rel, rows))
-
-    def json_list(self, rel: str, rows: list) -> None:
-        if rows:
-            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            self._record(rel, formats.write_json_list(self.root / rel, rows))
-
-    def kind_split(self, kind: str, split: str, rows: list[samples.Sample]) -> None:
-        name = f"{kind}_{split}"
-        self.jsonl(f"trl/{name}.jsonl", [trl_row(s) for s in rows])
-        self.jsonl(f"meta/{name}.jsonl", [s.meta() for s in rows])
-        sharegpt = []
-        for sample in rows:
-            try:
-                sharegpt.append(sharegpt_row(sample))
-            except FormatError as exc:
-                self.unrepresentable[f"{name}:{exc.reason}"] += 1
-                continue
-            dialogue = formats.split_system(sample.prompt)[1]
-            self.folded += bool(dialogue) and dialogue[0]["role"] == formats.ASSISTANT
-        self.json_list(f"llamafactory/{name}.json", sharegpt)
-        if sharegpt:
-            self.dataset_info[f"{DATASET_PREFIX}_{name}"] = formats.dataset_info_entry(f"{name}.json", kind)
-
-    def bianque(self, split: str, rows: list[samples.Sample]) -> None:
-        out = []
-        for sample in rows:
-            try:
-                out.append(formats.to_bianque(sample.prompt + [formats.message(formats.ASSISTANT, sample.completion)]))
-            except FormatError as exc:
-                self.unrepresentable[f"bianque_{split}:{exc.reason}"] += 1
-        self.jsonl(f"bianque/sft_{split}.jsonl", out)
-
-    def finish(self) -> None:
-        if self.dataset_info:
-            formats.write_json(self.root / "llamafactory" / "dataset_info.json", self.dataset_info)
-            self._record("llamafactory/dataset_info.json", len(self.dataset_info))
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -339,7 +252,7 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "database": {"path": str(db_path.resolve()), "schema_version": schema_version},
             "options": {k: v for k, v in asdict(options).items() if k != "overwrite"},
-            "stages": {"file": str(stages.path), "sha256": _sha256(Path(stages.path))},
+            "stages": {"file": str(stages.path), "sha256": file_sha256(Path(stages.path))},
             "system_prompt_rule": f"gen_params.{samples.SYSTEM_PROMPT_KEY} when recorded, else the "
                                   "stage instruction (crisis instruction first after a crisis)",
             "inputs": result.inputs,

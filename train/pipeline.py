@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvp.model.loader import DEVICES, QUANTIZATIONS
-from train import common, dpo, evaluate, pt, rl, rm, sft
+from train import evaluate, outputs, registry
+from train.config import (USER_ERRORS, ConfigError, DataError, check_model_choices, config_from_dict, log, parse_config,
+                          suggest)
 
-STAGE_MODULES = {"pt": pt, "sft": sft, "rm": rm, "dpo": dpo, "rl": rl}
-STAGE_CONFIGS = {"pt": pt.PTStageConfig, "sft": sft.SFTStageConfig, "rm": rm.RMStageConfig,
-                 "dpo": dpo.DPOStageConfig, "rl": rl.RLStageConfig}
-POLICY_STAGES = ("pt", "sft", "dpo", "rl")
+STAGES = registry.stages()  # name -> Stage, in the registry's order: the pipeline keeps no table of its own
 # Set by the pipeline for every stage; a stage section may not set them.
 MANAGED_KEYS = ("model", "adapter", "quantization", "device", "output_dir", "data", "eval_data")
 MISSING_DATA = ("error", "skip")
@@ -54,13 +52,15 @@ SUMMARY_FILE = "pipeline.json"
 
 
 @dataclass
-class PipelineConfig:
+class PipelineSettings:
+    """The pipeline's own settings; PipelineConfig below adds one section per registered stage."""
+
     db: str = field(default="feedback.db", metadata={"help": "应用的数据库 feedback.db（评分从这里导出，新版本登记到这里）"})
     base_model: str = field(default="demo", metadata={"help": "基座模型（与应用 --model 相同的写法：demo、文件夹或模型 id）"})
     quantization: str = field(default="auto", metadata={"help": "auto（CUDA 上 4-bit = QLoRA，CPU 上不量化）|4bit|8bit|none"})
     device: str = field(default="auto", metadata={"help": "auto|cpu|cuda"})
     run_dir: str = field(default="runs/demo", metadata={"help": "这次迭代的工作文件夹：export/、各阶段输出、versions/、eval.json"})
-    stages: list[str] = field(default_factory=lambda: ["sft", "dpo"], metadata={"help": "按顺序运行的阶段：pt、sft、rm、dpo、rl 中的若干个"})
+    stages: list[str] = field(default_factory=lambda: ["sft", "dpo"], metadata={"help": f"按顺序运行的阶段：{'、'.join(STAGES)} 中的若干个"})
     parent: str = field(default="auto", metadata={"help": "父版本：auto（数据库里同一基座最新的版本）、none 或版本 id"})
     continue_parent_adapter: bool = field(default=True, metadata={"help": "第一个策略阶段在父版本的适配器上继续训练（否则从基座新建 LoRA）"})
     missing_data: str = field(default="error", metadata={"help": "导出里没有某阶段需要的数据时：error 报错，skip 跳过该阶段并记录"})
@@ -68,46 +68,51 @@ class PipelineConfig:
     label: str | None = field(default=None, metadata={"help": "新版本的名称（默认：run_dir 名 + 时间）"})
     register: bool = field(default=True, metadata={"help": "把新适配器登记为 feedback.db 里的新模型版本"})
     export: dict[str, Any] = field(default_factory=dict, metadata={"help": "train.export 的选项（ExportOptions 字段，如 eval_fraction、include_demo）"})
-    pt: dict[str, Any] = field(default_factory=dict, metadata={"help": "pt 阶段的配置（PTStageConfig 字段；data 指向纯文本）"})
-    sft: dict[str, Any] = field(default_factory=dict, metadata={"help": "sft 阶段的配置（SFTStageConfig 字段）"})
-    rm: dict[str, Any] = field(default_factory=dict, metadata={"help": "rm 阶段的配置（RMStageConfig 字段）"})
-    dpo: dict[str, Any] = field(default_factory=dict, metadata={"help": "dpo 阶段的配置（DPOStageConfig 字段，loss: dpo|kto|orpo）"})
-    rl: dict[str, Any] = field(default_factory=dict, metadata={"help": "rl 阶段的配置（RLStageConfig 字段，algorithm: rloo|grpo）"})
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={"help": "评估的配置（EvalConfig 字段，如 max_samples、max_new_tokens）"})
 
     def __post_init__(self) -> None:
-        if self.quantization not in QUANTIZATIONS:
-            raise common.ConfigError(f"quantization: {self.quantization!r} 无效，可选 {', '.join(QUANTIZATIONS)}")
-        if self.device not in DEVICES:
-            raise common.ConfigError(f"device: {self.device!r} 无效，可选 {', '.join(DEVICES)}")
+        check_model_choices(self)
         if self.missing_data not in MISSING_DATA:
-            raise common.ConfigError(f"missing_data: {self.missing_data!r} 无效，可选 error、skip")
+            raise ConfigError(f"missing_data: {self.missing_data!r} 无效，可选 error、skip")
         for name in self.stages:
-            if name not in STAGE_MODULES:
-                raise common.ConfigError(f"stages: 未知的阶段 {name!r}（可选 {', '.join(STAGE_MODULES)}）")
+            registry.get(name)  # an unknown name is a ConfigError listing the registered stages
         if len(set(self.stages)) != len(self.stages):
-            raise common.ConfigError(f"stages: 每个阶段只能出现一次，收到 {self.stages}")
-        if not any(s in POLICY_STAGES for s in self.stages):
-            raise common.ConfigError("stages: 至少要有一个训练对话模型的阶段（pt、sft、dpo 或 rl），rm 本身不产生新版本")
-        if "rl" in self.stages and "reward_model" not in self.rl:
-            if "rm" not in self.stages or self.stages.index("rm") > self.stages.index("rl"):
-                raise common.ConfigError("stages: rl 需要奖励模型：把 rm 放在 rl 之前，或在 rl: 中给出 reward_model")
+            raise ConfigError(f"stages: 每个阶段只能出现一次，收到 {self.stages}")
+        policy = [n for n, st in STAGES.items() if st.policy]
+        if not any(STAGES[s].policy for s in self.stages):
+            raise ConfigError(f"stages: 至少要有一个训练对话模型的阶段（{'、'.join(policy)}），"
+                              f"{'、'.join(n for n in STAGES if n not in policy)} 本身不产生新版本")
+        for i, name in enumerate(self.stages):
+            if STAGES[name].needs_reward_model and "reward_model" not in getattr(self, name):
+                if not any(STAGES[s].makes_reward_model for s in self.stages[:i]):
+                    makers = "、".join(n for n, st in STAGES.items() if st.makes_reward_model)
+                    raise ConfigError(f"stages: {name} 需要奖励模型：把 {makers} 放在 {name} 之前，"
+                                      f"或在 {name}: 中给出 reward_model")
         if self.time_budget_s is not None and self.time_budget_s <= EVAL_RESERVE_S:
-            raise common.ConfigError(f"time_budget_s: 至少要大于评估预留的 {EVAL_RESERVE_S:.0f} 秒")
+            raise ConfigError(f"time_budget_s: 至少要大于评估预留的 {EVAL_RESERVE_S:.0f} 秒")
         if self.parent not in ("auto", "none") and not self.parent.isdigit():
-            raise common.ConfigError(f"parent: 应为 auto、none 或版本 id，收到 {self.parent!r}")
+            raise ConfigError(f"parent: 应为 auto、none 或版本 id，收到 {self.parent!r}")
         # Check every section now, so a typo in the last stage fails before the first one trains.
-        for name in STAGE_MODULES:
+        for name in STAGES:
             section_config(self, name, placeholders=True)
         eval_config(self, adapter=None, parent_adapter=None, data="-", reward_model=None, out=None)
         export_options(self)
 
 
+PipelineConfig = dataclasses.make_dataclass(
+    "PipelineConfig",
+    [(name, dict[str, Any], field(default_factory=dict, metadata={
+        "help": f"{name} 阶段的配置（{stage.config_cls.__name__} 字段）：{stage.help}"})) for name, stage in STAGES.items()],
+    bases=(PipelineSettings,))
+PipelineConfig.__module__ = __name__
+PipelineConfig.__doc__ = "The pipeline's YAML: PipelineSettings plus a section (a mapping) per registered stage."
+
+
 def _section(cfg: PipelineConfig, name: str) -> dict:
     section = getattr(cfg, name)
     for key in MANAGED_KEYS:
-        if key in section and not (name == "pt" and key == "data"):
-            raise common.ConfigError(f"{name}.{key}: 由流水线设置（base_model、run_dir 等），不能在阶段配置里给出")
+        if key in section and not (key == "data" and not STAGES[name].uses_export):
+            raise ConfigError(f"{name}.{key}: 由流水线设置（base_model、run_dir 等），不能在阶段配置里给出")
     return dict(section)
 
 
@@ -117,24 +122,25 @@ def section_config(cfg: PipelineConfig, name: str, *, placeholders: bool = False
     values = _section(cfg, name)
     values.update(model=cfg.base_model, quantization=cfg.quantization, device=cfg.device, adapter=adapter,
                   output_dir=output_dir or ("-" if placeholders else ""))
-    if name != "pt" or data is not None:
+    stage = STAGES[name]
+    if stage.uses_export or data is not None:
         values["data"] = data if data is not None else "-"
-    if name == "rl" and reward_model is not None:
+    if stage.needs_reward_model and reward_model is not None:
         values["reward_model"] = reward_model
-    elif name == "rl" and placeholders and "reward_model" not in values:
+    elif stage.needs_reward_model and placeholders and "reward_model" not in values:
         values["reward_model"] = "-"
-    return common.config_from_dict(STAGE_CONFIGS[name], values, source=f"{name}:")
+    return config_from_dict(stage.config_cls, values, source=f"{name}:")
 
 
 def eval_config(cfg: PipelineConfig, *, adapter, parent_adapter, data, reward_model, out) -> evaluate.EvalConfig:
     values = dict(cfg.evaluate)
     for key in ("base", "adapter", "parent_adapter", "data", "out", "quantization", "device"):
         if key in values:
-            raise common.ConfigError(f"evaluate.{key}: 由流水线设置，不能在 evaluate 配置里给出")
+            raise ConfigError(f"evaluate.{key}: 由流水线设置，不能在 evaluate 配置里给出")
     values.setdefault("reward_model", reward_model)
     values.update(base=cfg.base_model, adapter=adapter, parent_adapter=parent_adapter, data=data, out=out,
                   quantization=cfg.quantization, device=cfg.device)
-    return common.config_from_dict(evaluate.EvalConfig, values, source="evaluate:")
+    return config_from_dict(evaluate.EvalConfig, values, source="evaluate:")
 
 
 def export_options(cfg: PipelineConfig):
@@ -143,12 +149,12 @@ def export_options(cfg: PipelineConfig):
     known = {f.name for f in dataclasses.fields(ExportOptions)} - {"overwrite"}
     for key in cfg.export:
         if key not in known:
-            raise common.ConfigError(f"export: 未知的导出选项 {key!r}{common._suggest(key, known)}"
+            raise ConfigError(f"export: 未知的导出选项 {key!r}{suggest(key, known)}"
                                      f"（可用：{', '.join(sorted(known))}）")
     try:
         return ExportOptions(**cfg.export, overwrite=True)
     except (ExportError, TypeError) as exc:
-        raise common.ConfigError(f"export: {exc}") from exc
+        raise ConfigError(f"export: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +171,7 @@ def find_parent(store, cfg: PipelineConfig) -> dict | None:
         try:
             return store.get_model_version(int(cfg.parent))
         except NotFoundError as exc:
-            raise common.ConfigError(f"parent: {exc}") from exc
+            raise ConfigError(f"parent: {exc}") from exc
     # Versions this run_dir published are not candidates: rerunning an iteration must not stack on
     # its own output (use a new run_dir for the next iteration).
     own = str((Path(cfg.run_dir) / "versions").resolve()) + "/"
@@ -185,22 +191,20 @@ def run_export(cfg: PipelineConfig, run_dir: Path) -> tuple[Path, dict]:
     from train.export import ExportError, export
 
     out = run_dir / "export"
-    common.log("export", f"从 {cfg.db} 导出到 {out}")
+    log("export", f"从 {cfg.db} 导出到 {out}")
     try:
         manifest = export(cfg.db, out, export_options(cfg))
     except ExportError as exc:
-        raise common.DataError(f"导出失败：{exc}") from exc
+        raise DataError(f"导出失败：{exc}") from exc
     counts = {k: manifest["counts"][k]["total"] for k in ("dpo", "kto", "sft") if k in manifest["counts"]}
-    common.log("export", f"样本数：{counts}")
+    log("export", f"样本数：{counts}")
     return out, manifest
 
 
 def _has_data(name: str, stage_cfg, export_dir: Path) -> bool:
-    if name == "pt":
+    kind = STAGES[name].data_kind(stage_cfg)
+    if kind is None:  # reads no export (pt: plain text)
         return True
-    kind = {"sft": "sft", "rm": "dpo", "rl": getattr(stage_cfg, "prompts_from", "dpo")}.get(name)
-    if name == "dpo":
-        kind = dpo.data_kind(stage_cfg)
     path = export_dir / "trl" / f"{kind}_train.jsonl"
     return path.is_file() and any(line.strip() for line in open(path, encoding="utf-8"))
 
@@ -213,23 +217,23 @@ def stage_share(cfg: PipelineConfig, started: float, stages_left: int, own: floa
 
 
 def run_stage(name: str, stage_cfg, force: bool) -> tuple[Path, str]:
-    module = STAGE_MODULES[name]
-    digest = module.digest(stage_cfg)
-    if not force and common.is_done(stage_cfg.output_dir, digest):
-        common.log(name, f"输入和配置未变，跳过（{stage_cfg.output_dir}）")
+    stage = STAGES[name]
+    digest = stage.digest(stage_cfg)
+    if not force and outputs.is_done(stage_cfg.output_dir, digest):
+        log(name, f"输入和配置未变，跳过（{stage_cfg.output_dir}）")
         return Path(stage_cfg.output_dir), "skipped"
-    module.run(stage_cfg)
+    stage.run(stage_cfg)
     return Path(stage_cfg.output_dir), "ran"
 
 
 def publish(adapter_dir: Path, run_dir: Path) -> Path:
     """Copy the final adapter to run_dir/versions/HASH (HASH of its inputs, so the same run = same folder)."""
-    digest = json.loads((adapter_dir / common.DONE_FILE).read_text(encoding="utf-8"))["inputs_hash"]
+    digest = json.loads((adapter_dir / outputs.DONE_FILE).read_text(encoding="utf-8"))["inputs_hash"]
     target = (run_dir / "versions" / digest[:16]).resolve()
-    if not (target / common.DONE_FILE).is_file():
+    if not (target / outputs.DONE_FILE).is_file():
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns(common.TRAINER_WORK_SUBDIR))
+        shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns(outputs.TRAINER_WORK_SUBDIR))
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     return target
@@ -253,15 +257,15 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
 
     started = time.monotonic()
     if not Path(cfg.db).is_file():
-        raise common.DataError(f"db: 找不到数据库 {cfg.db}（应用运行后才有；或用 --db 指向它）")
+        raise DataError(f"db: 找不到数据库 {cfg.db}（应用运行后才有；或用 --db 指向它）")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.db)
     parent = find_parent(store, cfg)
     parent_adapter = parent.get("adapter") if parent else None
     if parent_adapter and not (Path(parent_adapter) / "adapter_config.json").is_file():
-        raise common.ConfigError(f"父版本 {parent['id']} 的适配器 {parent_adapter} 在这台机器上不存在")
-    common.log("pipeline", f"父版本：{parent['id'] if parent else '无'}（适配器 {parent_adapter or '无，基座本身'}）")
+        raise ConfigError(f"父版本 {parent['id']} 的适配器 {parent_adapter} 在这台机器上不存在")
+    log("pipeline", f"父版本：{parent['id'] if parent else '无'}（适配器 {parent_adapter or '无，基座本身'}）")
 
     timings: dict[str, float] = {}
     t0 = time.monotonic()
@@ -269,43 +273,46 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
     timings["export"] = round(time.monotonic() - t0, 2)
 
     policy_adapter = parent_adapter if cfg.continue_parent_adapter else None
-    reward_model = cfg.rl.get("reward_model")
+    # A reward model given in a stage's section (rl: reward_model:) is also the evaluation's.
+    reward_model = next((getattr(cfg, n)["reward_model"] for n, st in STAGES.items()
+                         if st.needs_reward_model and "reward_model" in getattr(cfg, n)), None)
     statuses: dict[str, str] = {}
     for i, name in enumerate(cfg.stages):
         t0 = time.monotonic()
-        adapter = policy_adapter if name in POLICY_STAGES else None
+        stage = STAGES[name]
+        adapter = policy_adapter if stage.policy else None
         stage_cfg = section_config(cfg, name, adapter=adapter, output_dir=str(run_dir / name),
-                                   data=None if name == "pt" else str(export_dir),
-                                   reward_model=reward_model if name == "rl" else None)
+                                   data=str(export_dir) if stage.uses_export else None,
+                                   reward_model=reward_model if stage.needs_reward_model else None)
         if cfg.time_budget_s is not None:
             stage_cfg.time_budget_s = stage_share(cfg, started, len(cfg.stages) - i, stage_cfg.time_budget_s)
         if not _has_data(name, stage_cfg, export_dir):
             message = f"导出里没有 {name} 阶段需要的训练数据（见 {export_dir / 'manifest.json'}）"
             if cfg.missing_data == "error":
-                raise common.DataError(message + "；或设 missing_data: skip 跳过该阶段")
-            common.log(name, message + "，跳过该阶段")
+                raise DataError(message + "；或设 missing_data: skip 跳过该阶段")
+            log(name, message + "，跳过该阶段")
             statuses[name] = "no data"
             continue
         out, statuses[name] = run_stage(name, stage_cfg, force)
         timings[name] = round(time.monotonic() - t0, 2)
-        if name in POLICY_STAGES:
+        if stage.policy:
             policy_adapter = str(out)
-        elif name == "rm":
+        if stage.makes_reward_model:
             reward_model = str(out)
-    if not any(statuses.get(s) in ("ran", "skipped") for s in cfg.stages if s in POLICY_STAGES):
-        raise common.DataError("没有任何策略阶段得到训练数据，没有新版本可登记")
+    if not any(statuses.get(s) in ("ran", "skipped") for s in cfg.stages if STAGES[s].policy):
+        raise DataError("没有任何策略阶段得到训练数据，没有新版本可登记")
 
     published = publish(Path(policy_adapter), run_dir)
-    common.log("pipeline", f"新适配器：{published}")
+    log("pipeline", f"新适配器：{published}")
 
     t0 = time.monotonic()
     eval_cfg = eval_config(cfg, adapter=str(published), parent_adapter=parent_adapter, data=str(export_dir),
                            reward_model=reward_model, out=str(run_dir / EVAL_FILE))
-    if has_eval_data(export_dir, eval_cfg.split):
-        metrics = run_evaluation(eval_cfg, force)
+    if evaluate.has_eval_data(export_dir, eval_cfg.split):
+        metrics = evaluate.run_if_changed(eval_cfg, force)
         print(evaluate.table(metrics), flush=True)
     else:  # a small database can leave the eval split empty: register anyway, and say so
-        common.log("evaluate", f"导出的 {eval_cfg.split} 划分没有 SFT 对话或偏好对，跳过评估"
+        log("evaluate", f"导出的 {eval_cfg.split} 划分没有 SFT 对话或偏好对，跳过评估"
                                "（可调大 export.eval_fraction）")
         metrics = {"new": {}, "parent": {}, "implicit_preference_accuracy": None,
                    "implicit_reward_margin": None, "skipped": f"no {eval_cfg.split} data in the export"}
@@ -327,61 +334,19 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
             data_manifest=_manifest_summary(manifest, export_dir), metrics=version_metrics)
         if (cfg.base_model, str(published), quantization) in existing:
             store.set_model_version_metrics(version_id, version_metrics)
-            common.log("pipeline", f"这个适配器已登记为版本 {version_id}，只更新了评估指标")
+            log("pipeline", f"这个适配器已登记为版本 {version_id}，只更新了评估指标")
         else:
-            common.log("pipeline", f"已登记新模型版本 {version_id}（父版本 {parent['id'] if parent else '无'}）")
+            log("pipeline", f"已登记新模型版本 {version_id}（父版本 {parent['id'] if parent else '无'}）")
     summary = {
         "version_id": version_id, "parent_id": parent["id"] if parent else None,
         "base_model": cfg.base_model, "adapter": str(published), "quantization": quantization,
         "reward_model": reward_model, "stages": statuses, "timings_s": timings,
-        "total_s": round(time.monotonic() - started, 2), "finished_at": common.utc_now(),
+        "total_s": round(time.monotonic() - started, 2), "finished_at": outputs.utc_now(),
         "serve": f"python app.py --model {cfg.base_model} --adapter {published} --quantization {quantization}",
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    common.log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。用新版本启动应用：{summary['serve']}")
+    log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。用新版本启动应用：{summary['serve']}")
     return summary
-
-
-def has_eval_data(export_dir: Path, split: str) -> bool:
-    for kind in ("sft", "dpo"):
-        path = export_dir / "trl" / f"{kind}_{split}.jsonl"
-        if path.is_file() and any(line.strip() for line in open(path, encoding="utf-8")):
-            return True
-    return False
-
-
-def run_evaluation(eval_cfg: evaluate.EvalConfig, force: bool) -> dict:
-    """train.evaluate, skipped when eval.json was computed from the same adapters, data and settings."""
-    files = sorted((Path(eval_cfg.data) / "trl").glob(f"*_{eval_cfg.split}.jsonl"))
-    digest = common.inputs_hash(
-        evaluate_config_for_hash(eval_cfg), files,
-        extra={"adapter": common.adapter_identity(eval_cfg.adapter),
-               "parent": common.adapter_identity(eval_cfg.parent_adapter),
-               "reward_model": common.adapter_identity(eval_cfg.reward_model)})
-    out = Path(eval_cfg.out)
-    if not force and out.is_file():
-        previous = json.loads(out.read_text(encoding="utf-8"))
-        if previous.get("inputs_hash") == digest:
-            common.log("evaluate", f"输入未变，沿用 {out}")
-            return previous
-    result = evaluate.run(eval_cfg)
-    result["inputs_hash"] = digest
-    out.write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-    return result
-
-
-@dataclass
-class _EvalHashView:
-    """EvalConfig as inputs_hash expects it (a `model` field; paths hashed separately by content)."""
-
-    model: str
-    settings: dict
-
-
-def evaluate_config_for_hash(eval_cfg: evaluate.EvalConfig) -> _EvalHashView:
-    settings = {k: v for k, v in dataclasses.asdict(eval_cfg).items()
-                if k not in ("base", "adapter", "parent_adapter", "reward_model", "out", "data")}
-    return _EvalHashView(model=eval_cfg.base, settings=settings)
 
 
 def main(argv=None) -> int:
@@ -391,11 +356,11 @@ def main(argv=None) -> int:
         parser.add_argument("--force", action="store_true", help="重新运行所有阶段，即使输入和配置没变")
 
     try:
-        cfg, extras = common.parse_config(PipelineConfig, argv, prog="python -m train.pipeline",
+        cfg, extras = parse_config(PipelineConfig, argv, prog="python -m train.pipeline",
                                           description="一条命令：导出评分 → 训练各阶段 → 评估 → 登记新模型版本",
                                           extra_flags=extra)
         run(cfg, force=bool(extras.get("force")))
-    except (*common.USER_ERRORS, StoreError) as exc:
+    except (*USER_ERRORS, StoreError) as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
     return 0

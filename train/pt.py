@@ -8,19 +8,19 @@
 - `.jsonl`: rows with a "text" field, or dialogue rows with "messages" (their contents joined by
   newlines: the bundled dialogues in data/ work as they are).
 Long documents are cut into windows of `max_length` tokens so nothing past the first window is lost.
+The run itself is `train.registry.run_stage`; the trainer is sft's (`train.sft.lm_trainer`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train import common
-from train.common import StageConfig
-from train.sft import train_lm
+from train import data as data_mod
+from train.config import ConfigError, DataError, StageConfig, check_stage_config, log
+from train.registry import Stage, StageData, main_for
+from train.sft import lm_trainer
 
-STAGE = "pt"
 TEXT_SUFFIXES = (".txt", ".jsonl")
 
 
@@ -31,9 +31,9 @@ class PTStageConfig(StageConfig):
     plain_loss: bool = field(default=True, metadata={"help": "用模型自己的损失代替 TRL 的融合 LM 头（CPU 上更快；结果相同）"})
 
     def __post_init__(self) -> None:
-        common.check_stage_config(self)
+        check_stage_config(self)
         if self.min_chars < 0:
-            raise common.ConfigError(f"min_chars: 不能为负，收到 {self.min_chars!r}")
+            raise ConfigError(f"min_chars: 不能为负，收到 {self.min_chars!r}")
 
 
 def text_files(data: str) -> list[Path]:
@@ -41,12 +41,12 @@ def text_files(data: str) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in TEXT_SUFFIXES and p.is_file())
         if not files:
-            raise common.DataError(f"data: 文件夹 {data} 里没有 .txt 或 .jsonl 文件")
+            raise DataError(f"data: 文件夹 {data} 里没有 .txt 或 .jsonl 文件")
         return files
     if not path.is_file():
-        raise common.DataError(f"data: 找不到文件或文件夹 {data}")
+        raise DataError(f"data: 找不到文件或文件夹 {data}")
     if path.suffix not in TEXT_SUFFIXES:
-        raise common.DataError(f"data: {data} 不是 .txt 或 .jsonl 文件")
+        raise DataError(f"data: {data} 不是 .txt 或 .jsonl 文件")
     return [path]
 
 
@@ -60,7 +60,7 @@ def read_documents(files: list[Path]) -> tuple[list[str], dict]:
             text = path.read_text(encoding="utf-8")
             docs.extend(part.strip() for part in text.split("\n\n") if part.strip())
         else:
-            for number, row in common.read_jsonl(path):
+            for number, row in data_mod.read_jsonl(path):
                 if isinstance(row, dict) and isinstance(row.get("text"), str):
                     docs.append(row["text"].strip())
                 elif isinstance(row, dict) and isinstance(row.get("messages"), list):
@@ -86,49 +86,52 @@ def windows(docs: list[str], tokenizer, max_length: int, min_chars: int) -> tupl
     return rows, short
 
 
-def digest(cfg: PTStageConfig) -> str:
-    return common.inputs_hash(cfg, text_files(cfg.data))
+class PTStage(Stage):
+    name = "pt"
+    uses_export = False  # plain text of its own (`data` in its pipeline section)
+    config_cls = PTStageConfig
+    help = "PT：在领域纯文本上用 LoRA 继续预训练"
+
+    def data_kind(self, cfg) -> None:
+        return None  # plain text, not an export file
+
+    def input_files(self, cfg: PTStageConfig) -> list[Path]:
+        return text_files(cfg.data)
+
+    def load_data(self, cfg: PTStageConfig) -> StageData:
+        docs, report = read_documents(text_files(cfg.data))
+        if report["unusable_rows"] and cfg.bad_rows == "refuse":
+            bad = report["unusable_rows"]
+            shown = "；".join(f"{b['file']} 第 {b['line']} 行：{b['why']}" for b in bad[:data_mod.SHOWN_BAD_ROWS])
+            raise DataError(f"{len(bad)} 行无法使用（{shown}）；修正数据或用 --bad-rows skip 跳过并计数")
+        if not docs:
+            raise DataError(f"data: {cfg.data} 里没有任何文本（数据集为空）")
+
+        from mvp.model.loader import load_tokenizer, resolve_model_path
+
+        tokenizer = load_tokenizer(resolve_model_path(cfg.model)[0])
+        rows, short = windows(docs, tokenizer, cfg.max_length, cfg.min_chars)
+        if not rows:
+            raise DataError(f"data: 所有文档都短于 min_chars={cfg.min_chars} 个字符，没有可训练的文本")
+        if cfg.max_samples is not None:
+            rows = rows[:cfg.max_samples]
+        log(self.name, f"文档 {len(docs)}（过短 {short}），训练窗口 {len(rows)}")
+        info = {**report, "documents": len(docs), "too_short": short, "windows": len(rows),
+                "windows_used": len(rows)}
+        return StageData(rows, [], info)
+
+    def make_trainer(self, cfg: PTStageConfig, loaded, peft_config, data: StageData, callbacks: list):
+        return lm_trainer(cfg, loaded, peft_config, data, callbacks, plain_loss=cfg.plain_loss,
+                          dataset_text_field="text", completion_only_loss=False)
 
 
-def run(cfg: PTStageConfig) -> Path:
-    started = time.monotonic()
-    files = text_files(cfg.data)
-    docs, report = read_documents(files)
-    if report["unusable_rows"] and cfg.bad_rows == "refuse":
-        bad = report["unusable_rows"]
-        shown = "；".join(f"{b['file']} 第 {b['line']} 行：{b['why']}" for b in bad[:common.SHOWN_BAD_ROWS])
-        raise common.DataError(f"{len(bad)} 行无法使用（{shown}）；修正数据或用 --bad-rows skip 跳过并计数")
-    if not docs:
-        raise common.DataError(f"data: {cfg.data} 里没有任何文本（数据集为空）")
-    d = digest(cfg)
-    common.prepare_output_dir(cfg.output_dir)
-
-    from mvp.model.loader import load_tokenizer, resolve_model_path
-
-    tokenizer = load_tokenizer(resolve_model_path(cfg.model)[0])
-    rows, short = windows(docs, tokenizer, cfg.max_length, cfg.min_chars)
-    if not rows:
-        raise common.DataError(f"data: 所有文档都短于 min_chars={cfg.min_chars} 个字符，没有可训练的文本")
-    if cfg.max_samples is not None:
-        rows = rows[:cfg.max_samples]
-    common.log(STAGE, f"文档 {len(docs)}（过短 {short}），训练窗口 {len(rows)}")
-
-    def sft_kwargs(_tokenizer) -> dict:
-        return {"dataset_text_field": "text", "completion_only_loss": False}
-
-    trainer, loaded, metrics = train_lm(cfg, STAGE, rows, [], sft_kwargs=sft_kwargs, plain_loss=cfg.plain_loss)
-    data = {**report, "documents": len(docs), "too_short": short, "windows": len(rows),
-            "windows_used": len(rows)}
-    out = common.save_stage_output(trainer.model, loaded.tokenizer, cfg, stage=STAGE, loaded=loaded, data=data,
-                                   metrics=metrics, manifest=None, started=started, digest=d)
-    common.log(STAGE, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
-    common.free_memory(trainer, loaded)
-    return out
+STAGE = PTStage()
+run = STAGE.run
+digest = STAGE.digest
 
 
 def main(argv=None) -> int:
-    return common.cli(run, PTStageConfig, argv, prog="python -m train.pt",
-                      description="PT：在领域纯文本上用 LoRA 继续预训练")
+    return main_for(STAGE, argv)
 
 
 if __name__ == "__main__":

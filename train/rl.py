@@ -15,19 +15,20 @@ Prompts come from the export's preference data (trl/dpo_train.jsonl, or kto_trai
 The reward model is the `rm` stage's output, loaded through mvp.model.loader as a sequence classifier.
 With --safety-penalty P > 0 and mvp.safety present, a reply that mvp.safety.screen_reply flags gets
 -P added to its reward (a rule-based guard the reward model cannot be trusted to learn from few pairs).
+The run itself is `train.registry.run_stage`.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train import common
-from train.common import StageConfig
+from train import data as data_mod
+from train import training
+from train.config import ConfigError, StageConfig, check_stage_config, log
+from train.registry import Stage, StageData, main_for
 
-STAGE = "rl"
 ALGORITHMS = ("rloo", "grpo")
 PROMPT_SOURCES = ("dpo", "kto")
 
@@ -46,41 +47,36 @@ class RLStageConfig(StageConfig):
     safety_penalty: float = field(default=0.0, metadata={"help": ">0 时，被 mvp.safety.screen_reply 拦截的回复奖励减去这个值（需要 mvp.safety）"})
 
     def __post_init__(self) -> None:
-        common.check_stage_config(self)
+        check_stage_config(self)
         if self.algorithm not in ALGORITHMS:
-            raise common.ConfigError(f"algorithm: {self.algorithm!r} 无效，可选 {', '.join(ALGORITHMS)}")
+            raise ConfigError(f"algorithm: {self.algorithm!r} 无效，可选 {', '.join(ALGORITHMS)}")
         if not self.reward_model:
-            raise common.ConfigError("reward_model: 必须给出奖励模型适配器文件夹（先运行 python -m train.rm）")
+            raise ConfigError("reward_model: 必须给出奖励模型适配器文件夹（先运行 python -m train.rm）")
         if self.prompts_from not in PROMPT_SOURCES:
-            raise common.ConfigError(f"prompts_from: {self.prompts_from!r} 无效，可选 {', '.join(PROMPT_SOURCES)}")
+            raise ConfigError(f"prompts_from: {self.prompts_from!r} 无效，可选 {', '.join(PROMPT_SOURCES)}")
         if self.num_generations < 2:
-            raise common.ConfigError("num_generations: 至少为 2（每个提示的回复要相互比较）")
+            raise ConfigError("num_generations: 至少为 2（每个提示的回复要相互比较）")
         batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
         if batch % self.num_generations:
-            raise common.ConfigError(
+            raise ConfigError(
                 f"per_device_train_batch_size × gradient_accumulation_steps = {batch} 必须是 "
                 f"num_generations = {self.num_generations} 的倍数"
             )
         if self.max_completion_length <= 0 or self.temperature <= 0 or self.beta < 0 or self.safety_penalty < 0:
-            raise common.ConfigError("max_completion_length、temperature 必须大于 0；beta、safety_penalty 不能为负")
+            raise ConfigError("max_completion_length、temperature 必须大于 0；beta、safety_penalty 不能为负")
 
 
 def data_file(cfg: RLStageConfig) -> Path:
     path = Path(cfg.data)
     if path.is_dir():
-        return common.resolve_data(cfg.data, None, cfg.prompts_from).train
-    return common.resolve_data(cfg.data, None, "prompt").train
-
-
-def digest(cfg: RLStageConfig) -> str:
-    return common.inputs_hash(cfg, [data_file(cfg)],
-                              extra={"reward_model": common.adapter_identity(cfg.reward_model)})
+        return data_mod.resolve_data(cfg.data, None, cfg.prompts_from).train
+    return data_mod.resolve_data(cfg.data, None, "prompt").train
 
 
 def load_prompts(cfg: RLStageConfig) -> tuple[list[dict], dict]:
     """Distinct prompts ([system?] user ... user), each once; bad rows refused or counted."""
     path = data_file(cfg)
-    rows, report = common.load_rows(path, "prompt", bad_rows=cfg.bad_rows, keep=["prompt"])
+    rows, report = data_mod.load_rows(path, "prompt", bad_rows=cfg.bad_rows, keep=["prompt"])
     seen, prompts = set(), []
     for row in rows:
         key = json.dumps(row["prompt"], ensure_ascii=False, sort_keys=True)
@@ -100,7 +96,7 @@ def load_reward_model(cfg: RLStageConfig, device: str):
     from mvp.model.loader import ModelSpec, load_model
 
     if not (Path(cfg.reward_model) / "adapter_config.json").is_file():
-        raise common.ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹（先运行 train.rm）")
+        raise ConfigError(f"reward_model: {cfg.reward_model} 不是奖励模型适配器文件夹（先运行 train.rm）")
     spec = ModelSpec(model=cfg.model, adapter=cfg.reward_model, quantization=cfg.quantization, device=device)
     loaded = load_model(spec, model_class="seq_cls")
     model = loaded.model
@@ -127,64 +123,6 @@ def safety_reward():
     return safety
 
 
-def run(cfg: RLStageConfig) -> Path:
-    started = time.monotonic()
-    prompts, data_info = load_prompts(cfg)
-    common.log(STAGE, f"提示 {len(prompts)} 个（来自 {data_info['file']}），每个采样 {cfg.num_generations} 条")
-    reward_funcs, weights = [], []
-    safety = None
-    if cfg.safety_penalty > 0:
-        safety = safety_reward()
-        if safety is None:
-            raise common.ConfigError("safety_penalty: 需要 mvp.safety 模块（screen_reply），当前不存在；请设为 0")
-    d = digest(cfg)
-    common.prepare_output_dir(cfg.output_dir)
-
-    loaded, peft_config = common.load_for_training(cfg, padding_side="left")
-    rm_model, rm_tokenizer = load_reward_model(cfg, loaded.device)
-    reward_funcs.append(rm_model)
-    weights.append(1.0)
-    processing = [rm_tokenizer]
-    if safety is not None:
-        reward_funcs.append(safety)
-        weights.append(cfg.safety_penalty)
-        processing.append(None)
-    stage_kwargs = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-                        temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights)
-    if cfg.algorithm == "rloo":
-        from trl import RLOOConfig as ConfigCls
-        from trl import RLOOTrainer as TrainerCls
-    else:
-        from trl import GRPOConfig as ConfigCls
-        from trl import GRPOTrainer as TrainerCls
-    args = common.make_trl_config(ConfigCls, cfg, loaded.device, **stage_kwargs)
-    trainer = TrainerCls(
-        model=loaded.model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=common.to_dataset(prompts),
-        processing_class=loaded.tokenizer,
-        reward_processing_classes=processing,
-        peft_config=peft_config,
-        callbacks=common.stage_callbacks(cfg, STAGE),
-    )
-    trainable, total = common.count_parameters(trainer.model)
-    common.log(STAGE, f"{cfg.algorithm.upper()}：可训练参数 {trainable:,} / {total:,}；奖励模型 {cfg.reward_model}")
-    result = trainer.train()
-    metrics = common.train_metrics(result, trainer, 0, False)
-    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
-    if rewards:
-        metrics["first_reward"], metrics["last_reward"] = rewards[0], rewards[-1]
-    out = common.save_stage_output(trainer.model, loaded.tokenizer, cfg, stage=f"{STAGE}:{cfg.algorithm}",
-                                   loaded=loaded, data={"prompts": data_info}, metrics=metrics,
-                                   manifest=_manifest_for(cfg), started=started, digest=d,
-                                   extra={"reward_model": str(Path(cfg.reward_model).resolve()),
-                                          "safety_penalty": cfg.safety_penalty if safety else 0.0})
-    common.log(STAGE, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
-    common.free_memory(trainer, loaded, rm_model)
-    return out
-
-
 def _manifest_for(cfg: RLStageConfig) -> Path | None:
     path = Path(cfg.data)
     folder = path if path.is_dir() else path.parent
@@ -194,9 +132,80 @@ def _manifest_for(cfg: RLStageConfig) -> Path | None:
     return None
 
 
+class RLStage(Stage):
+    name = "rl"
+    config_cls = RLStageConfig
+    padding_side = "left"  # the policy generates
+    needs_reward_model = True
+    help = "RL：用训练好的奖励模型做 RLOO/GRPO 在线强化学习（LoRA）"
+
+    def data_kind(self, cfg: RLStageConfig) -> str:
+        return cfg.prompts_from
+
+    def input_files(self, cfg: RLStageConfig) -> list[Path]:
+        return [data_file(cfg)]
+
+    def hash_extra(self, cfg: RLStageConfig) -> dict:
+        return {"reward_model": data_mod.adapter_identity(cfg.reward_model)}
+
+    def label(self, cfg: RLStageConfig) -> str:
+        return f"{self.name}:{cfg.algorithm}"
+
+    def load_data(self, cfg: RLStageConfig) -> StageData:
+        prompts, data_info = load_prompts(cfg)
+        log(self.name, f"提示 {len(prompts)} 个（来自 {data_info['file']}），每个采样 {cfg.num_generations} 条")
+        safety = None
+        if cfg.safety_penalty > 0:
+            safety = safety_reward()
+            if safety is None:
+                raise ConfigError("safety_penalty: 需要 mvp.safety 模块（screen_reply），当前不存在；请设为 0")
+        extra = {"reward_model": str(Path(cfg.reward_model).resolve()),
+                 "safety_penalty": cfg.safety_penalty if safety else 0.0}
+        return StageData(prompts, [], {"prompts": data_info}, manifest=_manifest_for(cfg), extra=extra)
+
+    def describe(self, cfg: RLStageConfig, loaded, trainable: int, total: int) -> str:
+        return f"{cfg.algorithm.upper()}：可训练参数 {trainable:,} / {total:,}；奖励模型 {cfg.reward_model}"
+
+    def make_trainer(self, cfg: RLStageConfig, loaded, peft_config, data: StageData, callbacks: list):
+        rm_model, rm_tokenizer = load_reward_model(cfg, loaded.device)
+        data.held.append(rm_model)
+        reward_funcs, weights, processing = [rm_model], [1.0], [rm_tokenizer]
+        if data.extra["safety_penalty"]:
+            reward_funcs.append(safety_reward())
+            weights.append(cfg.safety_penalty)
+            processing.append(None)
+        stage_kwargs = dict(num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+                            temperature=cfg.temperature, beta=cfg.beta, reward_weights=weights)
+        if cfg.algorithm == "rloo":
+            from trl import RLOOConfig as ConfigCls
+            from trl import RLOOTrainer as TrainerCls
+        else:
+            from trl import GRPOConfig as ConfigCls
+            from trl import GRPOTrainer as TrainerCls
+        args = training.make_trl_config(ConfigCls, cfg, loaded.device, **stage_kwargs)
+        return TrainerCls(
+            model=loaded.model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=data_mod.to_dataset(data.train_rows),
+            processing_class=loaded.tokenizer,
+            reward_processing_classes=processing,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+
+    def extra_metrics(self, trainer) -> dict:
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        return {"first_reward": rewards[0], "last_reward": rewards[-1]} if rewards else {}
+
+
+STAGE = RLStage()
+run = STAGE.run
+digest = STAGE.digest
+
+
 def main(argv=None) -> int:
-    return common.cli(run, RLStageConfig, argv, prog="python -m train.rl",
-                      description="RL：用训练好的奖励模型做 RLOO/GRPO 在线强化学习（LoRA）")
+    return main_for(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Training samples from a feedback-store snapshot: DPO pairs, KTO labels, SFT conversations, per-turn
 SFT samples and assessment items. Pure Python over the dicts of `Store.export_snapshot()`: no SQL,
 no files (`train.export` writes the formats). Every row left out is counted with its reason.
+The types are in `train.sample_types`, the steps after building (scrub, deduplicate, split) in
+`train.sample_steps`; both are re-exported here.
 
 Rules (issue 4):
 - Prompt of a reply = its system prompt + the dialogue along its parent links, exactly as the model
@@ -23,81 +25,13 @@ Rules (issue 4):
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+
 from train import formats
-
-AGGREGATES = ("mean", "majority")
-MIN_SCORE, MAX_SCORE = 1, 5
-SYSTEM_PROMPT_KEY = "system_prompt"  # in gen_params: the exact system prompt, preferred when present
-PREAMBLE_CHARS_KEY = "preamble_chars"  # in safety: length of the crisis preamble before the model text
-KINDS = ("dpo", "kto", "sft", "turn")
-HASH_SCALE = 2**64
-
-ScrubMessages = Callable[[list[dict]], tuple[list[dict], dict]]
-
-
-class SampleError(ValueError):
-    """Options that cannot work (bad threshold, unknown aggregate)."""
-
-
-@dataclass(frozen=True)
-class SampleOptions:
-    """What counts as good, and which data is used."""
-
-    kto_threshold: float = 4.0
-    sft_threshold: float = 4.0
-    score_margin: float = 2.0
-    aggregate: str = "mean"
-    include_demo: bool = False
-    include_disabled: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("kto_threshold", "sft_threshold"):
-            value = getattr(self, name)
-            if not MIN_SCORE <= value <= MAX_SCORE:
-                raise SampleError(f"{name} 必须在 {MIN_SCORE}-{MAX_SCORE} 之间，收到 {value}")
-        if not 0 < self.score_margin <= MAX_SCORE - MIN_SCORE:
-            raise SampleError(f"score_margin 必须在 (0, {MAX_SCORE - MIN_SCORE}] 之间，收到 {self.score_margin}")
-        if self.aggregate not in AGGREGATES:
-            raise SampleError(f"aggregate 必须是 {' / '.join(AGGREGATES)}，收到 {self.aggregate!r}")
-
-
-@dataclass
-class Sample:
-    """One row before formatting. `prompt` holds the whole conversation for kind "sft"."""
-
-    kind: str
-    source: str
-    conversation_id: int
-    prompt: list[dict]
-    chosen: str = ""
-    rejected: str = ""
-    completion: str = ""
-    label: bool | None = None
-    message_ids: tuple[int, ...] = ()
-    model_version_ids: tuple[int, ...] = ()
-
-    def key(self) -> tuple:
-        """Identity for exact-duplicate removal (everything a trainer sees)."""
-        body = tuple((m["role"], m["content"]) for m in self.prompt)
-        return (self.kind, body, self.chosen, self.rejected, self.completion)
-
-    def meta(self) -> dict:
-        return {"source": self.source, "conversation_id": self.conversation_id,
-                "message_ids": list(self.message_ids), "model_version_ids": list(self.model_version_ids)}
-
-
-@dataclass
-class BuildResult:
-    samples: dict[str, list[Sample]]
-    assessment: list[dict]
-    drops: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
-    excluded: Counter = field(default_factory=Counter)
-    notes: Counter = field(default_factory=Counter)
-    inputs: dict = field(default_factory=dict)
+from train.sample_steps import deduplicate, scrub_samples, split_conversations  # noqa: F401 - re-exported
+from train.sample_types import (AGGREGATES, KINDS, PREAMBLE_CHARS_KEY, SYSTEM_PROMPT_KEY,  # noqa: F401
+                                BuildResult, Sample, SampleError, SampleOptions, ScrubMessages)
 
 
 class Builder:
@@ -464,97 +398,6 @@ class Builder:
 
 def _versions(messages: Sequence[dict]) -> tuple[int, ...]:
     return tuple(sorted({m["model_version_id"] for m in messages if m.get("model_version_id") is not None}))
-
-
-# -- after building: scrub, deduplicate, split -------------------------------------------------
-def scrub_samples(result: BuildResult, scrub_messages: ScrubMessages) -> Counter:
-    """Replace personal data the same way in every text of a conversation's samples; returns the
-    counts per kind of data (each distinct text of a conversation counted once)."""
-    by_conversation: dict[int, list[Sample]] = defaultdict(list)
-    for samples in result.samples.values():
-        for sample in samples:
-            by_conversation[sample.conversation_id].append(sample)
-    items_by_conversation: dict[int, list[dict]] = defaultdict(list)
-    for item in result.assessment:
-        items_by_conversation[item["conversation_id"]].append(item)
-    totals: Counter = Counter()
-    for cid in sorted(set(by_conversation) | set(items_by_conversation)):
-        texts: dict[str, str] = {}
-        for sample in by_conversation.get(cid, []):
-            for m in sample.prompt:
-                if m["role"] != formats.SYSTEM:
-                    texts.setdefault(m["content"], m["role"])
-            for text in (sample.chosen, sample.rejected, sample.completion):
-                if text:
-                    texts.setdefault(text, formats.ASSISTANT)
-        for item in items_by_conversation.get(cid, []):
-            texts.setdefault(item["answer"], formats.USER)
-        originals = list(texts)
-        scrubbed, counts = scrub_messages([formats.message(texts[t], t) for t in originals])
-        totals.update({k: int(v) for k, v in dict(counts).items() if v})
-        mapping = {o: s["content"] for o, s in zip(originals, scrubbed)}
-        for sample in by_conversation.get(cid, []):
-            sample.prompt = [m if m["role"] == formats.SYSTEM else formats.message(m["role"], mapping[m["content"]])
-                             for m in sample.prompt]
-            sample.chosen, sample.rejected, sample.completion = (
-                mapping.get(sample.chosen, sample.chosen), mapping.get(sample.rejected, sample.rejected),
-                mapping.get(sample.completion, sample.completion))
-        for item in items_by_conversation.get(cid, []):
-            item["answer"] = mapping[item["answer"]]
-    return totals
-
-
-def deduplicate(result: BuildResult) -> None:
-    """Remove exact duplicates; drop contradicting rows (a pair and its reverse, one reply with both
-    KTO labels) and pairs whose two texts became identical. Everything counted per kind."""
-    for kind, samples in result.samples.items():
-        drops = result.drops[kind]
-        kept: list[Sample] = []
-        seen: dict[tuple, Sample] = {}
-        labels: dict[tuple, set] = defaultdict(set)
-        for sample in samples:
-            if kind == "dpo" and sample.chosen.strip() == sample.rejected.strip():
-                drops[f"{sample.source}:identical_chosen_rejected"] += 1
-                continue
-            key = sample.key()
-            labels[key].add(sample.label)
-            if key in seen:
-                drops[f"{sample.source}:duplicate"] += 1
-                continue
-            seen[key] = sample
-            kept.append(sample)
-        if kind == "dpo":
-            reverse = {(s.kind, k[1], s.rejected, s.chosen, "") for k, s in seen.items()}
-            conflicted = [s for s in kept if s.key() in reverse]
-            for sample in conflicted:
-                drops[f"{sample.source}:contradicted_by_reverse_pair"] += 1
-            kept = [s for s in kept if s.key() not in reverse]
-        if kind == "kto":
-            conflicted = [s for s in kept if len(labels[s.key()]) > 1]
-            for sample in conflicted:
-                drops[f"{sample.source}:same_reply_labelled_both_ways"] += 1
-            kept = [s for s in kept if len(labels[s.key()]) == 1]
-        result.samples[kind] = kept
-
-
-def split_conversations(conversation_ids: Sequence[int], seed: int, eval_fraction: float) -> set[int]:
-    """Eval conversations: those whose seeded hash falls below the fraction (stable as data grows);
-    at least one eval and one train conversation when there are two or more and the fraction is > 0."""
-    ids = sorted(set(conversation_ids))
-    if eval_fraction <= 0 or len(ids) < 2:
-        return set()
-
-    def position(cid: int) -> float:
-        digest = hashlib.sha256(f"{seed}:{cid}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / HASH_SCALE
-
-    ranked = sorted(ids, key=position)
-    chosen = {cid for cid in ids if position(cid) < eval_fraction}
-    if not chosen:
-        chosen = {ranked[0]}
-    if len(chosen) == len(ids):
-        chosen.discard(ranked[-1])
-    return chosen
 
 
 def build_samples(snapshot: dict[str, list[dict]], stages, options: SampleOptions,

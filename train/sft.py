@@ -8,18 +8,17 @@ The data is an export folder (trl/sft_train.jsonl and trl/sft_eval.jsonl) or a J
 ending with an assistant turn; other rows are refused (or skipped and counted with --bad-rows skip).
 The loss covers assistant tokens only when the chat template marks them ({% generation %}) or TRL has a
 marked training copy of it (Qwen2.5/Qwen3, Llama 3, Gemma, ...); otherwise all tokens, with a warning,
-recorded in train_config.json.
+recorded in train_config.json. The run itself is `train.registry.run_stage`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-from train import common
-from train.common import StageConfig
-
-STAGE = "sft"
+from train import data as data_mod
+from train import training
+from train.config import StageConfig, check_stage_config, log
+from train.registry import Stage, StageData, main_for
 
 
 @dataclass
@@ -28,23 +27,16 @@ class SFTStageConfig(StageConfig):
     plain_loss: bool = field(default=True, metadata={"help": "用模型自己的损失代替 TRL 的融合 LM 头（CPU 上快约 1.7 倍；结果相同）"})
 
     def __post_init__(self) -> None:
-        common.check_stage_config(self)
-
-
-def data_files(cfg: SFTStageConfig) -> common.DataFiles:
-    return common.resolve_data(cfg.data, cfg.eval_data, "sft")
-
-
-def digest(cfg: SFTStageConfig) -> str:
-    files = data_files(cfg)
-    return common.inputs_hash(cfg, [files.train, files.eval])
+        check_stage_config(self)
 
 
 def plain_loss_trainer_class():
     """SFTTrainer whose loss is the model's own `model(**inputs).loss` (same value, no fused LM head).
 
     TRL 1.16 patches the model with a tiled LM head that also computes entropy/top-1 metrics; on the
-    CPU each step is ~1.7x slower (STACK_NOTES) and no SFTConfig flag turns it off.
+    CPU each step is ~1.2-1.8x slower (STACK_NOTES) and no SFTConfig flag turns it off. The patched
+    forward without `fused_lm_head=True` is the original one, so generation and saving are unaffected.
+    Used by the sft and pt stages and by the demo build.
     """
     from transformers import Trainer
     from trl import SFTTrainer
@@ -57,68 +49,60 @@ def plain_loss_trainer_class():
     return PlainLossSFTTrainer
 
 
-def train_lm(cfg: StageConfig, stage: str, train_rows: list[dict], eval_rows: list[dict], *,
-             sft_kwargs, plain_loss: bool):
-    """Load, train with TRL's SFTTrainer (LoRA), return (trainer, loaded, metrics). Shared with pt.
-
-    sft_kwargs(tokenizer) -> dict of extra SFTConfig arguments (decided once the tokenizer is loaded).
-    """
+def lm_trainer(cfg: StageConfig, loaded, peft_config, data: StageData, callbacks: list, *, plain_loss: bool,
+               **sft_kwargs):
+    """TRL's SFTTrainer (or its plain-loss variant) with LoRA on data.train_rows. Shared with pt."""
     from trl import SFTConfig, SFTTrainer
 
-    loaded, peft_config = common.load_for_training(cfg, padding_side="right")
-    args = common.make_trl_config(SFTConfig, cfg, loaded.device, max_length=cfg.max_length,
-                                  packing=False, **sft_kwargs(loaded.tokenizer))
+    args = training.make_trl_config(SFTConfig, cfg, loaded.device, max_length=cfg.max_length, packing=False,
+                                    **sft_kwargs)
     trainer_cls = plain_loss_trainer_class() if plain_loss else SFTTrainer
-    trainer = trainer_cls(
+    return trainer_cls(
         model=loaded.model,
         args=args,
-        train_dataset=common.to_dataset(train_rows),
-        eval_dataset=common.to_dataset(eval_rows) if eval_rows else None,
+        train_dataset=data_mod.to_dataset(data.train_rows),
+        eval_dataset=data_mod.to_dataset(data.eval_rows) if data.eval_rows else None,
         processing_class=loaded.tokenizer,
         peft_config=peft_config,
-        callbacks=common.stage_callbacks(cfg, stage),
+        callbacks=callbacks,
     )
-    trainable, total = common.count_parameters(trainer.model)
-    common.log(stage, f"可训练参数 {trainable:,} / {total:,}（{loaded.device}，量化 {loaded.quantization}）")
-    result = trainer.train()
-    metrics = common.train_metrics(result, trainer, len(eval_rows), cfg.eval_at_end)
-    return trainer, loaded, metrics
 
 
-def run(cfg: SFTStageConfig) -> common.Path:
-    started = time.monotonic()
-    files = data_files(cfg)
-    train_rows, train_report = common.load_rows(files.train, "sft", bad_rows=cfg.bad_rows,
-                                                max_samples=cfg.max_samples, keep=["messages"])
-    eval_rows, eval_report = common.load_eval_rows(files.eval, "sft", bad_rows=cfg.bad_rows, keep=["messages"])
-    common.log(STAGE, f"训练样本 {len(train_rows)}，评估样本 {len(eval_rows)}")
-    d = digest(cfg)
-    common.prepare_output_dir(cfg.output_dir)
+class SFTStage(Stage):
+    name = "sft"
+    config_cls = SFTStageConfig
+    help = "SFT：在多轮对话（messages）上用 LoRA/QLoRA 监督微调"
 
-    loss_on = {}
+    def data_kind(self, cfg) -> str:
+        return "sft"
 
-    def sft_kwargs(tokenizer) -> dict:
-        supported, how = common.assistant_mask_supported(tokenizer)
+    def load_data(self, cfg: SFTStageConfig) -> StageData:
+        files = data_mod.resolve_data(cfg.data, cfg.eval_data, "sft")
+        train_rows, train_report = data_mod.load_rows(files.train, "sft", bad_rows=cfg.bad_rows,
+                                                      max_samples=cfg.max_samples, keep=["messages"])
+        eval_rows, eval_report = data_mod.load_eval_rows(files.eval, "sft", bad_rows=cfg.bad_rows,
+                                                         keep=["messages"])
+        log(self.name, f"训练样本 {len(train_rows)}，评估样本 {len(eval_rows)}")
+        info = {"train": train_report.to_dict(), "eval": eval_report.to_dict() if eval_report else None}
+        return StageData(train_rows, eval_rows, info, manifest=files.manifest)
+
+    def make_trainer(self, cfg: SFTStageConfig, loaded, peft_config, data: StageData, callbacks: list):
+        supported, how = training.assistant_mask_supported(loaded.tokenizer)
         assistant_only = cfg.assistant_only_loss and supported
         if cfg.assistant_only_loss and not assistant_only:
-            common.log(STAGE, f"警告：无法只在助手回复上计算损失（{how}），改为在全部 token 上计算")
-        loss_on.update(assistant_only_loss=assistant_only, assistant_mask=how)
-        return {"assistant_only_loss": assistant_only}
+            log(self.name, f"警告：无法只在助手回复上计算损失（{how}），改为在全部 token 上计算")
+        data.info.update(assistant_only_loss=assistant_only, assistant_mask=how)
+        return lm_trainer(cfg, loaded, peft_config, data, callbacks, plain_loss=cfg.plain_loss,
+                          assistant_only_loss=assistant_only)
 
-    trainer, loaded, metrics = train_lm(cfg, STAGE, train_rows, eval_rows, sft_kwargs=sft_kwargs,
-                                        plain_loss=cfg.plain_loss)
-    data = {"train": train_report.to_dict(), "eval": eval_report.to_dict() if eval_report else None,
-            **loss_on}
-    out = common.save_stage_output(trainer.model, loaded.tokenizer, cfg, stage=STAGE, loaded=loaded, data=data,
-                                   metrics=metrics, manifest=files.manifest, started=started, digest=d)
-    common.log(STAGE, f"完成：适配器已保存到 {out}（{time.monotonic() - started:.1f} 秒）")
-    common.free_memory(trainer, loaded)
-    return out
+
+STAGE = SFTStage()
+run = STAGE.run
+digest = STAGE.digest
 
 
 def main(argv=None) -> int:
-    return common.cli(run, SFTStageConfig, argv, prog="python -m train.sft",
-                      description="SFT：在多轮对话（messages）上用 LoRA/QLoRA 监督微调")
+    return main_for(STAGE, argv)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -39,35 +36,16 @@ from pathlib import Path
 from mvp.model.demo import BUILD_FORMAT, REQUIRED_FILES, is_built  # noqa: F401 - is_built re-exported
 from mvp.paths import DEMO_MODEL_DIR
 from train.demo import tiny_lm
+from train.demo.card import GENERATION_DEFAULTS, model_card, versions
+from train.demo.dialogues import (STAGE_SYSTEM_PROMPTS, DemoBuildError, encode_windows, eval_perplexity,
+                                  heldout_dialogues, training_dialogues)
+from train.demo.threads import ThreadTuner
 
 DEFAULT_MODEL_DIR = DEMO_MODEL_DIR
 # The whole build, imports to saving, fits in this many seconds (5 minutes is the promise); training
 # gets what the tokenizer, data preparation and the two evaluations leave (~260 s on an idle 2-core box).
 DEFAULT_BUDGET_S = 285.0
 QUICK_BUDGET_S = 30.0
-EVAL_THREADS = 1
-HELDOUT_PER_MILLE = 50  # ~5% of dialogues, chosen by a hash of their id, are never trained on
-
-GENERIC_SYSTEM_PROMPT = "你是一名温和、专业的心理咨询师，请耐心倾听来访者，用共情的语气回应。"
-# Rotated over training windows so that the stage instructions the app sends look familiar.
-STAGE_SYSTEM_PROMPTS = (
-    GENERIC_SYSTEM_PROMPT,
-    GENERIC_SYSTEM_PROMPT + "当前阶段：建立关系与初始访谈，了解来访原因，建立信任。",
-    GENERIC_SYSTEM_PROMPT + "当前阶段：评估与问题澄清，询问困扰的表现、持续时间和影响。",
-    GENERIC_SYSTEM_PROMPT + "当前阶段：干预，用认知行为疗法帮助来访者调整想法、练习应对方法。",
-    GENERIC_SYSTEM_PROMPT + "当前阶段：巩固与结束，回顾收获，讨论今后的应对，温和地结束咨询。",
-)
-
-# Defaults stored in generation_config.json. Greedy and sampled decoding loop at this size without
-# a repetition penalty (STACK_NOTES).
-GENERATION_DEFAULTS = {
-    "do_sample": True,
-    "temperature": 0.7,
-    "top_p": 0.9,
-    "repetition_penalty": 1.1,
-    "max_new_tokens": 128,
-}
-
 
 @dataclass(frozen=True)
 class BuildSettings:
@@ -95,198 +73,8 @@ QUICK = BuildSettings(
 )
 
 
-class DemoBuildError(RuntimeError):
-    """A build that cannot proceed (bad arguments, missing data); the message says how to fix it."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-def is_heldout(dialogue_id: str) -> bool:
-    """Deterministic ~5% eval split by a hash of the dialogue id (stable across Python runs)."""
-    digest = hashlib.sha256(dialogue_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 1000 < HELDOUT_PER_MILLE
-
-
-def heldout_dialogues() -> list[dict]:
-    """The bundled dialogues held back from training (for evaluation)."""
-    return [d for d in tiny_lm.iter_dialogues() if is_heldout(d["id"])]
-
-
-def training_dialogues() -> list[dict]:
-    """The bundled dialogues the demo model trains on (all but the held-out ones)."""
-    return [d for d in tiny_lm.iter_dialogues() if not is_heldout(d["id"])]
-
-
-class _ChatPieces:
-    """Token ids of the ChatML pieces around a message, cached per role.
-
-    A message is `<|im_start|>ROLE\\n` + content + `<|im_end|>` + `\\n` (tiny_lm.CHAT_TEMPLATE). Each
-    piece is encoded on its own, as at inference, where the prompt ends with `<|im_start|>assistant\\n`
-    and the reply is generated after it.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.end = tokenizer.convert_tokens_to_ids(tiny_lm.EOS_TOKEN)
-        self.newline = self._encode("\n")
-        self.headers: dict[str, list[int]] = {}
-
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def wrap(self, role: str, content_ids: list[int]) -> tuple[list[int], list[int]]:
-        """(ids, mask) of one message; the mask is 1 on an assistant's content and <|im_end|>."""
-        if role not in self.headers:
-            self.headers[role] = self._encode(f"<|im_start|>{role}\n")
-        header = self.headers[role]
-        body = [*content_ids, self.end]
-        scored = 1 if role == "assistant" else 0
-        mask = [0] * len(header) + [scored] * len(body) + [0] * len(self.newline)
-        return header + body + self.newline, mask
-
-
-def encode_windows(
-    tokenizer, dialogues: list[dict], max_length: int, system_prompts=(GENERIC_SYSTEM_PROMPT,)
-) -> list[dict]:
-    """Split dialogues into windows of whole turns of at most max_length tokens.
-
-    Each window opens with a system prompt (rotating over `system_prompts` window by window), then as
-    many whole messages as fit. A message too long for a window of its own is skipped (rare in data/).
-    Returns [{"input_ids": [...], "assistant_mask": [0|1, ...], "dialogue_id": str}].
-    """
-    pieces = _ChatPieces(tokenizer)
-    systems = [pieces.wrap("system", pieces._encode(p)) for p in system_prompts]
-    windows: list[dict] = []
-    for dialogue in dialogues:
-        messages = dialogue["messages"]
-        contents = tokenizer([m["content"] for m in messages], add_special_tokens=False)["input_ids"]
-        ids: list[int] = []
-        mask: list[int] = []
-        count = 0  # messages in the current window
-        for message, content_ids in zip(messages, contents):
-            m_ids, m_mask = pieces.wrap(message["role"], content_ids)
-            if count and len(ids) + len(m_ids) > max_length:
-                windows.append({"input_ids": ids, "assistant_mask": mask, "dialogue_id": dialogue["id"]})
-                count = 0
-            if not count:
-                s_ids, s_mask = systems[len(windows) % len(systems)]
-                ids, mask = list(s_ids), list(s_mask)
-            if len(ids) + len(m_ids) > max_length:
-                continue
-            ids += m_ids
-            mask += m_mask
-            count += 1
-        if count:
-            windows.append({"input_ids": ids, "assistant_mask": mask, "dialogue_id": dialogue["id"]})
-    return windows
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-def eval_perplexity(model, tokenizer, dialogues: list[dict], max_length: int = FULL.max_length,
-                    batch_size: int = 8) -> float:
-    """Perplexity of the assistant tokens (content + <|im_end|>) of dialogues.
-
-    The dialogues are cut into the same whole-turn windows as in training, with the generic system
-    prompt; every token before an assistant token is context. Returns exp(mean negative log-likelihood).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    windows = encode_windows(tokenizer, dialogues, max_length)
-    if not windows:
-        raise DemoBuildError("eval_perplexity: the dialogues gave no window to score")
-    windows.sort(key=lambda w: len(w["input_ids"]))  # less padding per batch
-    pad = tokenizer.convert_tokens_to_ids(tiny_lm.PAD_TOKEN)
-    was_training = model.training
-    model.eval()
-    total_nll, total_tokens = 0.0, 0
-    threads = torch.get_num_threads()
-    # One thread: as fast on an idle 2-core machine, many times faster on a busy one (ThreadTuner).
-    torch.set_num_threads(EVAL_THREADS)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(windows), batch_size):
-                batch = windows[start : start + batch_size]
-                width = max(len(w["input_ids"]) for w in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                attention = torch.zeros((len(batch), width), dtype=torch.long)
-                labels = torch.full((len(batch), width), -100, dtype=torch.long)
-                for row, w in enumerate(batch):
-                    n = len(w["input_ids"])
-                    ids[row, :n] = torch.tensor(w["input_ids"])
-                    attention[row, :n] = 1
-                    scored = torch.tensor(w["assistant_mask"], dtype=torch.bool)
-                    labels[row, :n] = torch.where(scored, ids[row, :n], -100)
-                logits = model(input_ids=ids, attention_mask=attention).logits.float()
-                nll = F.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.size(-1)),
-                    labels[:, 1:].reshape(-1),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
-                total_nll += nll.item()
-                total_tokens += int((labels[:, 1:] != -100).sum())
-    finally:
-        model.train(was_training)
-        torch.set_num_threads(threads)
-    if total_tokens == 0:
-        raise DemoBuildError("eval_perplexity: the dialogues have no assistant tokens to score")
-    return math.exp(total_nll / total_tokens)
-
-
 # ---------------------------------------------------------------------------------------------
 # Training
-
-
-class ThreadTuner:
-    """Chooses the faster torch thread count during training by timing a few steps of each now and then.
-
-    On our 2-core machines shared with other jobs, a step with 2 threads took 8x longer than with 1
-    (the OpenMP threads wait for each other whenever one is descheduled); on an idle machine 2 threads
-    are faster. Every `every_s` seconds the other count runs `probe` steps, right after `probe` steps of
-    the current one, and the faster (by median) is kept. On this stack the weights came out bitwise the
-    same with 1 and 2 threads, so tuning does not break determinism.
-    """
-
-    def __init__(self, candidates: list[int], every_s: float = 45.0, probe: int = 3):
-        self.candidates = list(dict.fromkeys(candidates))
-        self.best = self.candidates[0]
-        self.every_s, self.probe = every_s, probe
-        self.phase: list[int] = []  # thread counts of the steps of the probe in progress
-        self.times: list[tuple[int, float]] = []
-        self.last_probe = None
-        self.history: list[tuple[int, int]] = []  # (step, threads) at each change
-
-    def threads_for_next_step(self, step: int, now: float) -> int:
-        if len(self.candidates) < 2 or step == 0:  # the first step warms up: not timed
-            return self.best
-        if not self.phase and (self.last_probe is None or now - self.last_probe >= self.every_s):
-            others = [c for c in self.candidates if c != self.best]
-            self.phase = [self.best] * self.probe + [t for t in others for _ in range(self.probe)]
-            self.times = []
-            self.last_probe = now
-        return self.phase[len(self.times)] if self.phase else self.best
-
-    def record(self, threads: int, seconds: float, step: int) -> None:
-        if not self.phase:
-            return
-        self.times.append((threads, seconds))
-        if len(self.times) < len(self.phase):
-            return
-        medians = {
-            t: sorted(s for tt, s in self.times if tt == t)[self.probe // 2]
-            for t in dict.fromkeys(self.phase)
-        }
-        fastest = min(medians, key=medians.get)
-        if fastest != self.best:
-            self.best = fastest
-            self.history.append((step, fastest))
-        self.phase = []
 
 
 def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: int, deadline: float,
@@ -296,14 +84,17 @@ def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: i
 
     import torch
     from tqdm.auto import tqdm
-    from transformers import ProgressCallback, Trainer, TrainerCallback
+    from transformers import ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
-    class BuildClock(TrainerCallback):
-        """Wall-clock stop (checked after every step), a progress bar, and the thread tuner."""
+    from train.callbacks import WallClockStop
+    from train.sft import plain_loss_trainer_class
+
+    class BuildClock(WallClockStop):
+        """The shared wall-clock stop (at `deadline`), plus a progress bar and the thread tuner."""
 
         def __init__(self):
-            self.stopped_by_clock = False
+            super().__init__(deadline=deadline)
             self.bar = None
             self.loss = None
             self.tuner = ThreadTuner([torch.get_num_threads(), 1])
@@ -311,7 +102,7 @@ def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: i
             self.threads = torch.get_num_threads()
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.monotonic()
+            super().on_train_begin(args, state, control, **kwargs)
             if max_steps is None:
                 total, unit = max(1, round(deadline - self.start)), "s"
             else:
@@ -332,36 +123,17 @@ def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: i
         def on_step_end(self, args, state, control, **kwargs):
             now = time.monotonic()
             self.tuner.record(self.threads, now - self.step_start, state.global_step)
-            if max_steps is None:
-                self.bar.n = min(round(now - self.start), self.bar.total)
-            else:
-                self.bar.n = state.global_step
+            self.bar.n = min(round(now - self.start), self.bar.total) if max_steps is None else state.global_step
             postfix = {"step": state.global_step, "threads": self.threads}
             if self.loss is not None:
                 postfix["loss"] = f"{self.loss:.3f}"
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.refresh()
-            if now >= deadline:
-                self.stopped_by_clock = True
-                control.should_training_stop = True
+            super().on_step_end(args, state, control, **kwargs)  # stops at the deadline
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:
                 self.bar.close()
-
-    class PlainLossSFTTrainer(SFTTrainer):
-        """SFTTrainer whose loss is the model's own `model(**inputs).loss`.
-
-        TRL 1.16 patches the model with a fused, tiled LM head that also computes entropy and top-1
-        accuracy for its metrics, and no SFTConfig flag turns it off. On our 2-core CPUs a step took
-        1.2-1.8x longer with it (wall clock, six paired runs; 2x the CPU time). The patched forward without `fused_lm_head=True` is the original one, so
-        generation and saving are unaffected.
-        """
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(
-                self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
 
     with warnings.catch_warnings():
         # SFTConfig itself sets the deprecated `gradient_checkpointing`; nothing to act on here.
@@ -388,7 +160,8 @@ def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: i
             data_seed=seed,
             dataloader_num_workers=0,
         )
-    trainer_cls = PlainLossSFTTrainer if settings.plain_loss else SFTTrainer
+    # model(**inputs).loss, not TRL 1.16's fused LM head: 1.2-1.8x faster per step on our 2-core CPUs
+    trainer_cls = plain_loss_trainer_class() if settings.plain_loss else SFTTrainer
     clock = BuildClock()
     trainer = trainer_cls(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[clock]
@@ -399,63 +172,6 @@ def _make_trainer(model, tokenizer, dataset, settings: BuildSettings, *, seed: i
 
 # ---------------------------------------------------------------------------------------------
 # Building and installing the folder
-
-
-def _versions() -> dict:
-    import tokenizers
-    import torch
-    import transformers
-    import trl
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "tokenizers": tokenizers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-    }
-
-
-def _model_card(info: dict) -> str:
-    d, st, gen = info["data"], info["settings"], GENERATION_DEFAULTS
-    quick = " --quick" if info["quick"] else ""
-    return f"""# Built-in demo model (离线演示模型)
-
-A {info["parameters"] / 1e6:.1f} M-parameter Qwen2-architecture language model, trained from scratch
-for {info["steps"]} steps ({info["train_seconds"]:.0f} s on the CPU) on {d["train_dialogues"]} synthetic
-Chinese counselling and diagnostic dialogues bundled in `data/`. It exists so that the app runs and
-can be tested offline.
-
-**It is NOT clinically meaningful.** Its replies are short, in a counselling register and end cleanly,
-but they are generic and only loosely related to what the client said. Do not use it with real
-clients, and do not judge counselling quality by it. 本模型仅用于离线演示，不具备任何临床意义。
-
-- Built by `python -m train.demo` with seed {info["seed"]}; this command gives the same weights again:
-  `python -m train.demo --force --seed {info["seed"]} --max-steps {info["steps"]} --budget-seconds 3600{quick}`
-- Architecture: Qwen2, shape `{st["shape"]}` of `train/demo/tiny_lm.py`; byte-level BPE tokenizer of
-  {info["vocab_size"]} tokens trained with Qwen2's pipeline; ChatML chat template; end of turn `<|im_end|>`.
-- Training: SFT with TRL, lr {st["learning_rate"]} (constant after {st["warmup_steps"]} warm-up steps),
-  batch {st["batch_size"]}, windows of whole turns up to {st["max_length"]} tokens, each opened by a
-  counselling system prompt, loss on all tokens. Train loss {info["train_loss_first"]:.2f} ->
-  {info["train_loss_last"]:.2f}.
-- Evaluation: perplexity of the counsellor's tokens in {d["eval_dialogues"]} held-out dialogues (never
-  trained on): {info["eval_perplexity_trained"]:.1f} trained,
-  {info["eval_perplexity_untrained"]:.1f} untrained.
-- Default generation (generation_config.json): temperature {gen["temperature"]}, top_p {gen["top_p"]},
-  repetition_penalty {gen["repetition_penalty"]} (needed at this size: without it decoding loops),
-  max_new_tokens {gen["max_new_tokens"]}.
-
-## Data and attribution
-All dialogues are synthetic (generated by LLMs); see `data/SOURCES.md`.
-- CPsyCounD from CPsyCoun (Zhang et al., ACL 2024 Findings),
-  https://github.com/CAS-SIAT-XinHai/CPsyCoun, CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/);
-  parsed to JSONL and sampled.
-- MDD-5k (Yin et al., AAAI 2025), https://github.com/lemonsis/MDD-5k, MIT, Copyright (c) 2024 Congchi Yin;
-  doctor-led diagnostic interviews, including talk of self-harm and suicidal ideation.
-"""
-
 
 
 def _check_replaceable(out: Path) -> None:
@@ -581,7 +297,7 @@ def build_demo(
             "steps": trainer.state.global_step,
             "max_steps": max_steps,
             "budget_s": budget_s,
-            "stopped_by": "wall_clock" if clock.stopped_by_clock else "max_steps",
+            "stopped_by": "wall_clock" if clock.stopped else "max_steps",
             "train_seconds": round(train_seconds, 1),
             "train_threads": {"start": threads, "changes": clock.tuner.history},
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -601,10 +317,10 @@ def build_demo(
                 "eval_dialogue_ids": [d["id"] for d in evaluated],
                 "train_dialogue_ids": sorted({w["dialogue_id"] for w in windows}),
             },
-            "versions": _versions(),
+            "versions": versions(),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (tmp / "MODEL_CARD.md").write_text(_model_card(info), encoding="utf-8")
+        (tmp / "MODEL_CARD.md").write_text(model_card(info), encoding="utf-8")
         info["build_seconds"] = round(time.monotonic() - build_start, 1)
         info["complete"] = True  # written last: is_built() trusts a folder only with this
         (tmp / "build_info.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
