@@ -142,3 +142,72 @@ def test_count_helpers() -> None:
     add_counts(total, {"phone": 2})
     add_counts(total, {"phone": 1, "name": 1})
     assert total["phone"] == 3 and total["name"] == 1
+
+
+# -- storage: secure_delete and owner-only files ---------------------------------------------------
+def test_store_connections_use_secure_delete(tmp_path: Path) -> None:
+    from mvp.store import Store
+    store = Store(tmp_path / "feedback.db")
+    try:
+        with store._read() as conn:
+            assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        with store._write() as conn:
+            assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        db = store.database()
+        assert db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        db.conn.close()
+    finally:
+        store.close()
+
+
+def test_store_files_are_owner_only(tmp_path: Path) -> None:
+    import os
+    import stat
+    from mvp.store import Store
+    old = os.umask(0o022)                      # a typical default: files would be 0644
+    try:
+        store = Store(tmp_path / "feedback.db")
+        store.add_user("alice", "pw-long-enough-1", "clinician")
+    finally:
+        os.umask(old)
+    try:
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("feedback.db")]
+        assert {p.name for p in files} >= {"feedback.db", "feedback.db-wal", "feedback.db-shm"}
+        for p in files:
+            assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+    finally:
+        store.close()
+
+
+def test_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None:
+    import os
+    import stat
+    from mvp.store import Store
+    path = tmp_path / "feedback.db"
+    Store(path).close()
+    for p in tmp_path.iterdir():
+        os.chmod(p, 0o644)
+    Store(path).close()
+    for p in tmp_path.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
+
+
+def test_deleted_text_is_not_left_in_the_file(tmp_path: Path) -> None:
+    import sqlite3
+    from mvp.store.base import connect, create_private_file
+    path = str(tmp_path / "x.db")
+    create_private_file(path)
+    conn = connect(path)
+    conn.execute("CREATE TABLE t (x TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", ("SECRET-陈美玲-13800138000" * 20,))
+    conn.execute("DELETE FROM t")
+    conn.close()
+    assert b"SECRET" not in Path(path).read_bytes()
+    plain = str(tmp_path / "y.db")                 # control: without the pragma the text stays behind
+    conn = sqlite3.connect(plain, isolation_level=None)
+    conn.execute("PRAGMA secure_delete = OFF")
+    conn.execute("CREATE TABLE t (x TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", ("SECRET-陈美玲-13800138000" * 20,))
+    conn.execute("DELETE FROM t")
+    conn.close()
+    assert b"SECRET" in Path(plain).read_bytes()
