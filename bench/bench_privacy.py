@@ -1,0 +1,196 @@
+"""Benchmark of the PII scrubber: recall per kind, clean messages changed, and linear scaling.
+
+How to run (about 1-2 minutes on one core, most of it the scaling part):
+    python -m bench.bench_privacy                    # prints tables, writes bench/results/privacy.json
+    python -m bench.bench_privacy --split dev --errors   # list misses and changed clean messages (dev only)
+    python -m bench.bench_privacy --scale 0          # skip the scaling measurement
+
+Labelled set: tests/data/pii_dev.jsonl and tests/data/pii_heldout.jsonl, client messages written for
+this purpose, each {"id", "text", "pii": [{"kind", "text"}], "conversation"?}. Messages sharing a
+"conversation" are scrubbed by one Scrubber, in order (a name found once is replaced everywhere).
+The set was split ONCE, by conversation (60 % dev, 40 % held out, seed 13); the rules were tuned on dev
+only. `--errors` refuses the held-out split so that it stays unseen.
+
+Measures: a labelled span counts as found when the scrubber's spans cover every character of each of
+its occurrences (strict: a partly scrubbed address is a miss; "overlap" recall is reported beside it).
+"clean changed" is the share of messages without personal data in which anything was replaced
+(goal <= 5 %). Scaling: scrubbing an export of N messages (conversations of 4 messages built from the
+labelled texts, one Scrubber per conversation as train/export does), 100k vs 50k in the same run,
+goal <= 2.3x.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mvp.safety.privacy import KINDS, Scrubber  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+SPLITS = ("dev", "heldout")
+DEFAULT_OUT = ROOT / "bench" / "results" / "privacy.json"
+RECALL_GOAL, CLEAN_GOAL, SCALE_GOAL = 0.95, 0.05, 2.3
+
+
+def load(split: str) -> list[dict]:
+    path = DATA / f"pii_{split}.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def gold_spans(rec: dict) -> list[tuple[str, int, int]]:
+    """Every occurrence of every labelled text; occurrences inside a longer labelled one are dropped."""
+    spans = set()
+    for item in rec["pii"]:
+        start = rec["text"].find(item["text"])
+        while start >= 0:
+            spans.add((item["kind"], start, start + len(item["text"])))
+            start = rec["text"].find(item["text"], start + 1)
+    return [s for s in spans if not any(o != s and o[1] <= s[1] and s[2] <= o[2] for o in spans)]
+
+
+def predictions(records: list[dict]) -> dict[str, list[tuple[str, int, int]]]:
+    """Spans per record id, one Scrubber per conversation (a record without one is its own)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        groups[rec.get("conversation") or rec["id"]].append(rec)
+    keep = Scrubber()
+    out = {}
+    for recs in groups.values():
+        scrubber = Scrubber(keep.keep_numbers, keep.keep_terms)
+        for rec in recs:
+            scrubber.learn(rec["text"])
+        for rec in recs:
+            out[rec["id"]] = scrubber.spans(rec["text"])
+    return out
+
+
+def evaluate(records: list[dict]) -> dict:
+    pred = predictions(records)
+    per_kind = {k: {"spans": 0, "found": 0, "overlap": 0} for k in KINDS}
+    misses, changed, extra = [], [], []
+    clean = [r for r in records if not r["pii"]]
+    for rec in records:
+        covered = set()
+        for _, s, e in pred[rec["id"]]:
+            covered.update(range(s, e))
+        golds = gold_spans(rec)
+        for kind, s, e in golds:
+            chars = [i for i in range(s, e) if not rec["text"][i].isspace()]
+            per_kind[kind]["spans"] += 1
+            if all(i in covered for i in chars):
+                per_kind[kind]["found"] += 1
+            else:
+                misses.append((rec["id"], kind, rec["text"][s:e], rec["text"]))
+            if any(i in covered for i in chars):
+                per_kind[kind]["overlap"] += 1
+        for kind, s, e in pred[rec["id"]]:
+            if not any(gs < e and s < ge for _, gs, ge in golds):
+                extra.append((rec["id"], kind, rec["text"][s:e], rec["text"]))
+        if not rec["pii"] and pred[rec["id"]]:
+            changed.append(rec["text"])
+    total = sum(v["spans"] for v in per_kind.values())
+    found = sum(v["found"] for v in per_kind.values())
+    overlap = sum(v["overlap"] for v in per_kind.values())
+    return {
+        "messages": len(records), "with_pii": len(records) - len(clean), "clean": len(clean), "spans": total,
+        "recall": found / total if total else None, "recall_overlap": overlap / total if total else None,
+        "clean_changed": len(changed) / len(clean) if clean else None, "clean_changed_n": len(changed),
+        "spans_outside_labels": len(extra),
+        "per_kind": {k: {**v, "recall": v["found"] / v["spans"] if v["spans"] else None} for k, v in per_kind.items()},
+        "_misses": misses, "_changed": changed, "_extra": extra,
+    }
+
+
+def export_messages(n: int, seed: int = 7) -> list[list[dict]]:
+    """n messages in conversations of 4, each text two labelled texts joined (so few texts repeat)."""
+    pool = [r["text"] for split in SPLITS for r in load(split)]
+    rng = random.Random(seed)
+    convs = []
+    for i in range(0, n, 4):
+        convs.append([{"role": "user" if j % 2 == 0 else "assistant",
+                       "content": rng.choice(pool) + "，" + rng.choice(pool)} for j in range(min(4, n - i))])
+    return convs
+
+
+def time_export(n: int) -> float:
+    convs = export_messages(n)
+    keep = Scrubber()
+    start = time.perf_counter()
+    for conv in convs:
+        Scrubber(keep.keep_numbers, keep.keep_terms).scrub_messages(conv)
+    return time.perf_counter() - start
+
+
+def summary_rows(results: dict, scale: dict | None) -> list[dict]:
+    rows = []
+    for split, r in results.items():
+        label = f"{split} ({r['messages']} msgs, {r['spans']} spans, {r['clean']} clean)"
+        rows.append({"measure": f"privacy recall, {label}", "ours": round(r["recall"], 3),
+                     "goal": f">= {RECALL_GOAL}", "pass": r["recall"] >= RECALL_GOAL})
+        for kind, v in r["per_kind"].items():
+            if v["spans"]:
+                rows.append({"measure": f"privacy recall {kind}, {split} ({v['spans']} spans)",
+                             "ours": round(v["recall"], 3), "goal": f">= {RECALL_GOAL}", "pass": v["recall"] >= RECALL_GOAL})
+        rows.append({"measure": f"privacy clean messages changed, {split} ({r['clean']} clean)",
+                     "ours": round(r["clean_changed"], 3), "goal": f"<= {CLEAN_GOAL}",
+                     "pass": r["clean_changed"] <= CLEAN_GOAL})
+    if scale:
+        rows.append({"measure": f"privacy scrub export {scale['large']} vs {scale['small']} messages, s",
+                     "baseline": round(scale["small_s"], 2), "ours": round(scale["large_s"], 2),
+                     "ratio": round(scale["ratio"], 3), "goal": f"<= {SCALE_GOAL}", "pass": scale["ratio"] <= SCALE_GOAL})
+    return rows
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=SPLITS, nargs="*", default=list(SPLITS), help="which parts to evaluate")
+    parser.add_argument("--errors", action="store_true", help="print misses and changed clean messages (dev only)")
+    parser.add_argument("--scale", type=int, default=50000,
+                        help="messages in the smaller export (the larger has twice as many); 0 skips scaling")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default: {DEFAULT_OUT})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.errors and "heldout" in args.split:
+        print("--errors lists individual messages: use it with --split dev only (the held-out part stays unseen)",
+              file=sys.stderr)
+        return 2
+    results = {split: evaluate(load(split)) for split in args.split}
+    for split, r in results.items():
+        print(f"{split}: {r['messages']} messages ({r['with_pii']} with personal data, {r['clean']} clean), "
+              f"{r['spans']} spans; recall {r['recall']:.3f} (overlap {r['recall_overlap']:.3f}); clean changed "
+              f"{r['clean_changed']:.3f} ({r['clean_changed_n']}); spans outside labels {r['spans_outside_labels']}")
+        print("  " + ", ".join(f"{k} {v['found']}/{v['spans']}" for k, v in r["per_kind"].items() if v["spans"]))
+        if args.errors:
+            for item in r["_misses"]:
+                print("  MISS", *item)
+            for item in r["_extra"]:
+                print("  EXTRA", *item)
+            for text in r["_changed"]:
+                print("  CHANGED", text)
+    scale = None
+    if args.scale:
+        time_export(200)                                   # warm-up: jieba's dictionary, regex caches
+        small_s, large_s = time_export(args.scale), time_export(2 * args.scale)
+        scale = {"small": args.scale, "large": 2 * args.scale, "small_s": small_s, "large_s": large_s,
+                 "ratio": large_s / small_s}
+        print(f"scaling: {args.scale} messages {small_s:.2f} s, {2 * args.scale} messages {large_s:.2f} s, "
+              f"ratio {scale['ratio']:.3f} (goal <= {SCALE_GOAL})")
+    clean = {s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in results.items()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"results": clean, "scale": scale, "summary": summary_rows(results, scale)},
+                                   ensure_ascii=False, indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
