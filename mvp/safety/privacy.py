@@ -137,7 +137,7 @@ class Scrubber:
             candidates += [("name", m.start(), m.end()) for m in self._names_re.finditer(text)]
         taken = [(m.start(), m.end()) for m in _PLACEHOLDER_RE.finditer(text)]   # already scrubbed
         chosen: list[tuple[str, int, int]] = []
-        for kind, start, end in sorted(set(candidates), key=lambda s: (_TIER[s[0]], s[1] - s[2], s[1])):
+        for kind, start, end in sorted(set(candidates), key=lambda s: (_TIER[s[0]], s[1] - s[2], s[1], KINDS.index(s[0]))):
             if end > start and all(end <= s or start >= e for s, e in taken):
                 taken.append((start, end))
                 chosen.append((kind, start, end))

@@ -58,7 +58,7 @@ GENERIC_ORG_PREFIXES: frozenset[str] = frozenset((
     "精神病 精神科 心理 心理科 神经科 儿童 妇幼 中医 西医 附近 附近的 本地 当地 外地 城里 镇上 村里 县里 市里 老家 家里 "
     "孩子 女儿 儿子 孩子的 弟弟 妹妹 朋友 同学 私人 外企 国企 央企 民营 互联网 科技 贸易 培训 补习 辅导 职业 技术 "
     "购物 活动 服务 客服 社区 政府 公安 派出 国外 国内 整个 整 全 上 下 本 原 前 现 别的 其他 另一 另一家 一家小 "
-    "大公司 小公司 工作 研究 结 格 布 饭 赌 骗 当 开 进 在 去 换 回 这种 那种 这些 那些 实验 学习 学 考 上大 读大 "
+    "大公司 小公司 工作 研究 结 格 布 饭 赌 骗 当 开 进 在 去 换 回 这种 那种 这些 那些 学习 学 考 上大 读大 "
     "名 同 谈 打 有 没 的 是 了").split())
 # Characters that end the name part of an organisation when scanning left from its suffix.
 ORG_STOP_CHARS = ("我你他她它们的在是了与跟从到去来把被给叫读进做住、，。！？；：（）()“”\"' \t\n,.!?;:"
@@ -118,7 +118,7 @@ NOT_NICK_AFTER_XIAO = frozenset("时心区孩学说事组伙猫狗米吃姐朋�
                                 "儿子女姑舅叔姨婶爷奶弟哥宝样票题品卖贩摊包车路道巷门口鸟虫鱼羊马牛猪兔熊"
                                 "脸手脚嘴眼头肚腰胖瘦个高矮步款额量点块张支瓶盒杯碗天月年周时刻会儿"
                                 "学生初高幼中麦提琴号")
-NOT_NICK_AFTER_A = frozenset("姨婆公伯叔妈爸爹娘嫂哥姐弟妹谀拉门弥莫斯尔司根富胶片")
+NOT_NICK_AFTER_A = frozenset("姨婆公伯叔妈爸爹娘嫂哥姐弟妹谀拉门弥莫斯尔司根富胶片里")
 # Capitalised Latin words that are not people's names.
 NOT_ENGLISH_NAMES: frozenset[str] = frozenset((
     "I OK Ok App APP iPhone iPad Mac Windows Excel Word Python Java Google Apple Wifi WiFi Android Bilibili Steam "

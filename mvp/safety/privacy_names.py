@@ -27,7 +27,7 @@ Token = tuple[str, str, int, int]          # word, part-of-speech flag, start, e
 
 _SURNAME = "(?:" + "|".join(lex.SURNAMES_2) + "|[" + lex.SURNAMES_1 + "])"
 _NOT_GIVEN = ("脾性话的了是在和与跟也都就还又很太把被给让叫说去来到过着么吗呢吧啊呀哦嘛我你他她它们这那个有没不人今昨"
-              "年岁月日号点时候里上下前后中总老每一口嘴打骂对会要想最才再已正真特非竟居突经直却和并从当以被等")
+              "年岁月日号点时候里上下前后中总老每口嘴打骂对会要想最才再已正真特非竟居突经直却和并从当以被等")
 _GIVEN = rf"(?:[\u4e00-\u9fa5](?<![{_NOT_GIVEN}]))"
 _CN_NAME = rf"{_SURNAME}{_GIVEN}{{1,2}}"
 _EN_NAME = r"(?<![A-Za-z])[A-Z][a-z]{1,11}(?![A-Za-z])"
@@ -43,6 +43,7 @@ _LINK = r"(?:叫做|名叫|叫|是|，|,|（|\(|：|:|\s)*"
 _AFTER_RELATION = re.compile(rf"{_RELATION}{_LINK}(?:({_CN_NAME})|({_EN_NAME})|({_NICK}))")
 _AFTER_INTRO = re.compile(rf"(?:{_alternation(lex.INTRODUCERS + ('叫我', '管我叫'))})\s*[:：]?\s*"
                           rf"(?:({_CN_NAME})|({_EN_NAME})|({_NICK}))")
+_INTRO_SHORT = re.compile(rf"(?:我叫|我是|名叫|全名是|我的名字是)\s*({_SURNAME}[\u4e00-\u9fa5]{{1,2}})(?=[，,。.！!？?\s]|$)")
 _TITLED = re.compile(rf"({_SURNAME})(?:{_alternation(lex.TITLES)})")
 _OLD_YOUNG = re.compile(rf"[老小]{_SURNAME}")
 _NOT_OLD_YOUNG = frozenset("老师 老板 老公 老婆 老家 老人 老实 老乡 老年 老天 老大 老二 老总 老成 老于 老宋 老汤 老黄历 老白干 "
@@ -75,12 +76,19 @@ def tokens(text: str) -> list[Token]:
 
 
 _ROLE_WORDS = frozenset(lex.RELATIONS) | frozenset(lex.TITLES)
+# Common words that a surname + given-name match can swallow (刘一直在: 一直 is not a given name).
+_NOT_GIVEN_WORDS = frozenset("一直 一定 一起 一样 一般 一点 一下 一些 一切 一次 一个 一天 一年 一边 一向 一旦 一共 一再 "
+                             "一家 一句 一口 一声 一眼 一顿 一脸".split())
 
 
-def _is_name(candidate: str) -> bool:
+def _is_name(candidate: str, named: bool = False) -> bool:
+    """Could `candidate` be a name? `named`: right after 叫 / 名叫 / a bracket, where 林子豪 is a name
+    even though 林子 is a word."""
     if len(candidate) < 2 or candidate in lex.NOT_NAMES or candidate in _ROLE_WORDS:
         return False
-    if len(candidate) >= 3 and candidate[:2] in lex.NOT_NAMES and candidate[:2] not in lex.SURNAMES_2:
+    if not named and len(candidate) >= 3 and candidate[:2] in lex.NOT_NAMES and candidate[:2] not in lex.SURNAMES_2:
+        return False
+    if len(candidate) == 3 and candidate[1:] in _NOT_GIVEN_WORDS:
         return False
     return True
 
@@ -105,7 +113,7 @@ def _person_spans(text: str, toks: list[Token], bounds: set[int]) -> list[Span]:
             s, e = m.start(g), m.end(g)
             if g == 1:
                 e = _cn_name_end(text, s, e, bounds)
-                if not _is_name(text[s:e]):
+                if not _is_name(text[s:e], named=text[max(0, s - 1):s] in ("叫", "（", "(", "做")):
                     return
             elif g == 2 and text[s:e] in lex.NOT_ENGLISH_NAMES:
                 return
@@ -118,6 +126,9 @@ def _person_spans(text: str, toks: list[Token], bounds: set[int]) -> list[Span]:
         add_match(m)
     for m in _AFTER_INTRO.finditer(text):
         add_match(m)
+    for m in _INTRO_SHORT.finditer(text):
+        if _is_name(m.group(1)):
+            spans.append(("name", m.start(1), m.end(1)))
     for m in _TITLED.finditer(text):
         title_char = text[m.end() - 1]
         if m.end() - m.start() - len(m.group(1)) == 1 and title_char in _SINGLE_CHAR_TITLES:
@@ -157,7 +168,9 @@ def _tagged_names(text: str, toks: list[Token]) -> list[Span]:
     """Bare names from jieba's tags, filtered: a surname first, not a common word."""
     spans = []
     for i, (word, flag, s, e) in enumerate(toks):
-        if flag in _NAME_FLAGS and 2 <= len(word) <= 3 and re.fullmatch(_CN_NAME, word) and _is_name(word):
+        if flag in _NAME_FLAGS and len(word) == 2 and word[0] in "阿小" and _nickname_ok(word):
+            spans.append(("name", s, e))
+        elif flag in _NAME_FLAGS and 2 <= len(word) <= 3 and re.fullmatch(_CN_NAME, word) and _is_name(word):
             if not (len(word) == 2 and word[1] == word[0]):
                 spans.append(("name", s, e))
         elif len(word) == 1 and re.fullmatch(f"[{lex.SURNAMES_1}]", word) and i + 1 < len(toks):
@@ -178,13 +191,13 @@ def _org_prefix_start(text: str, suffix_start: int) -> int | None:
         return None
     offset = 0
     for word, flag, s, e in tokens(prefix):                     # drop leading verbs and generic words
-        if word in lex.GENERIC_ORG_PREFIXES or flag[:1] in ("v", "p", "r", "d", "c", "u", "a", "q", "f", "m") \
+        if word in lex.GENERIC_ORG_PREFIXES or flag in ("v", "vd", "p", "r", "d", "c", "u", "a", "ad", "q", "f", "m") \
                 and not re.search(r"[第一二三四五六七八九十]", word):
             offset = e
             continue
         break
     rest = prefix[offset:]
-    if len(rest) < 2 or rest in lex.GENERIC_ORG_PREFIXES:
+    if len(rest) < 2 or rest in lex.GENERIC_ORG_PREFIXES or _ORG_SUFFIX.fullmatch(rest):
         return None
     return i + offset
 
