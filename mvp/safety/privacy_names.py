@@ -58,18 +58,31 @@ _MAX_ORG_PREFIX = 20
 
 
 @lru_cache(maxsize=1)
-def _pseg():
+def _jieba():
     import jieba
     import jieba.posseg as pseg
     jieba.setLogLevel(logging.WARNING)
-    return pseg
+    jieba.dt.initialize()
+    return jieba.dt, pseg.dt.word_tag_tab
+
+
+_CJK_WORD = re.compile(r"[\u4e00-\u9fa5]{2,3}")
 
 
 def tokens(text: str) -> list[Token]:
-    """jieba.posseg tokens with their offsets."""
+    """jieba tokens with offsets and part-of-speech flags.
+
+    Flags come from jieba's dictionary (the table jieba.posseg uses); a word jieba's HMM found that is
+    not in the dictionary (刘海涛, 林一航) gets "nr" when it has 2-3 Chinese characters, as posseg's own
+    tagger mostly does for such words. posseg's per-character tagger is about 5x slower and gave the
+    same names on our data.
+    """
+    tokenizer, tags = _jieba()
     out, pos = [], 0
-    for pair in _pseg().cut(text):
-        word, flag = pair.word, pair.flag
+    for word in tokenizer.cut(text, HMM=True):
+        flag = tags.get(word)
+        if flag is None:
+            flag = "nr" if _CJK_WORD.fullmatch(word) else ("eng" if word.isascii() and word.isalnum() else "x")
         out.append((word, flag, pos, pos + len(word)))
         pos += len(word)
     return out
