@@ -82,8 +82,8 @@ _PLATE = re.compile(rf"(?<![A-Za-z0-9])[{_PROVINCES}][A-HJ-NP-Z]\s?[·•．.・
 
 # Addresses: optional administrative levels, then a street with a number, a compound with a building,
 # or a named place followed by a building and a room (国贸三期 A 座 2501, 望京SOHO T3 1508).
-_PLACE = r"[^\s\d０-９〔〕，。、；：！？,.;:!?我你他她的在住是到了和与从去来把被给叫家这那就也还说想要搬租找]"
-_NUM = r"[0-9０-９一二三四五六七八九十百零A-Za-z]+"
+_PLACE = r"[^\s\d０-９〔〕，。、；：！？,.;:!?我你他她们的在住是到了和与从去来把被给叫家这那就也还说想要搬租找]"
+_NUM = r"[0-9０-９一二三四五六七八九十百零甲乙丙A-Za-z]+"
 _ADMIN = (rf"(?:{_PLACE}{{2,6}}?(?:省|自治区))?(?:{_PLACE}{{2,6}}?(?:市|州|盟))?"
           rf"(?:{_PLACE}{{1,6}}?(?:区|县|旗|镇|乡))?(?:{_PLACE}{{1,8}}?(?:街道|村))?")
 _UNIT_WORD = r"(?:号楼|号院|栋|幢|座|单元|楼|层|室|号|户|期|区)"
@@ -91,7 +91,9 @@ _UNITS = (rf"(?:\s*(?:{_NUM}\s*{_UNIT_WORD}|[A-Z]\d{{1,2}}(?![0-9])|[0-9]{{1,3}}
           rf"(?:[\s\-]*[0-9０-９]{{2,5}}(?:室|号|房)?)?")
 _STREET = rf"{_PLACE}{{1,10}}?(?:大街|大道|路|街|道|巷|弄|胡同)\s*{_NUM}\s*(?:号|弄|段\s*{_NUM}\s*号)(?:院)?"
 _BUILDING = r"(?:小区|花园|公寓|新村|家园|大厦|苑|社区|宿舍|宿舍楼|大院|广场|小镇|城|中心|软件园|园|里|SOHO|园区|村)"
-_COMPOUND = rf"(?:{_PLACE}{{1,10}}?{_BUILDING}|宿舍楼|宿舍|公寓|小区)\s*(?:[东南西北中]?{_NUM}区\s*)?(?:{_NUM}\s*(?:号楼|号院|栋|幢|座|期|区)|[A-Z]\d{{1,2}}\s+\d{{3,4}}|\d{{1,3}}-\d{{1,3}}-\d{{2,4}})"
+_ZONE = rf"(?:[东南西北中](?:{_NUM})?|{_NUM})区"
+_COMPOUND = (rf"(?:{_PLACE}{{1,10}}?{_BUILDING}|宿舍楼|宿舍|公寓|小区|{_PLACE}{{2,8}}?(?={_ZONE}))\s*(?:{_ZONE}\s*)?"
+             rf"(?:{_NUM}\s*(?:号楼|号院|栋|幢|座|期|区|层|楼|组)|[A-Z]\d{{1,2}}\s+\d{{3,4}}|\d{{1,3}}-\d{{1,3}}-\d{{2,4}})")
 _TOWER = rf"{_PLACE}{{2,10}}?(?:[一二三四五六七八九十\d]+期)?\s*[A-Z]\s*座\s*\d{{3,4}}"
 _ADDRESS = re.compile(rf"{_ADMIN}(?:{_STREET}(?:{_PLACE}{{2,10}}?(?:大厦|广场|中心)(?:\s*[A-Z]座)?)?|{_COMPOUND}|{_TOWER}){_UNITS}")
 _ADDRESS_LEAD = re.compile(r"^(?:地址是|地址|就在|住在|我家在|家在|搬到了|搬到|位于|在|住)")
