@@ -4,6 +4,7 @@ How to run (about 1-2 minutes on one core, most of it the scaling part):
     python -m bench.bench_privacy                    # prints tables, writes bench/results/privacy.json
     python -m bench.bench_privacy --split dev --errors   # list misses and changed clean messages (dev only)
     python -m bench.bench_privacy --scale 0          # skip the scaling measurement
+    python -m bench.bench_privacy --doc docs/benchmarks.md   # also rewrite the privacy section there
 
 Labelled set: tests/data/pii_dev.jsonl and tests/data/pii_heldout.jsonl, client messages written for
 this purpose, each {"id", "text", "pii": [{"kind", "text"}], "conversation"?}. Messages sharing a
@@ -148,12 +149,52 @@ def summary_rows(results: dict, scale: dict | None) -> list[dict]:
     return rows
 
 
+DOC_START, DOC_END = "<!-- privacy:start (python -m bench.bench_privacy --doc) -->", "<!-- privacy:end -->"
+
+
+def doc_section(results: dict, scale: dict | None) -> str:
+    """The "Privacy" section of docs/benchmarks.md (between markers, so a rerun replaces it)."""
+    lines = [DOC_START, "## Privacy: PII scrubbing (bench/bench_privacy.py)", "",
+             f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Labelled client messages in "
+             "tests/data/pii_dev.jsonl and tests/data/pii_heldout.jsonl, split once by conversation; rules tuned on "
+             "dev only. Recall is strict: every character of a labelled span must be replaced.", "",
+             "| split | messages | with personal data | clean | spans | recall | recall (overlap) | clean changed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for split, r in results.items():
+        lines.append(f"| {split} | {r['messages']} | {r['with_pii']} | {r['clean']} | {r['spans']} | {r['recall']:.3f} | "
+                     f"{r['recall_overlap']:.3f} | {r['clean_changed']:.3f} ({r['clean_changed_n']}) |")
+    lines += ["", "| kind | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+    for kind in KINDS:
+        cells = []
+        for r in results.values():
+            v = r["per_kind"][kind]
+            cells.append(f"{v['found']}/{v['spans']} = {v['recall']:.2f}" if v["spans"] else "-")
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    if scale:
+        lines += ["", f"Scrubbing an export (one Scrubber per conversation of 4 messages): {scale['small']} messages "
+                      f"{scale['small_s']:.1f} s, {scale['large']} messages {scale['large_s']:.1f} s, ratio "
+                      f"{scale['ratio']:.2f} (goal <= {SCALE_GOAL})."]
+    lines += ["", f"Goals: recall >= {RECALL_GOAL} per kind, clean changed <= {CLEAN_GOAL:.0%}.", DOC_END]
+    return "\n".join(lines)
+
+
+def write_doc(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if DOC_START in text and DOC_END in text:
+        head, rest = text.split(DOC_START, 1)
+        text = head + section + rest.split(DOC_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=SPLITS, nargs="*", default=list(SPLITS), help="which parts to evaluate")
     parser.add_argument("--errors", action="store_true", help="print misses and changed clean messages (dev only)")
     parser.add_argument("--scale", type=int, default=50000,
                         help="messages in the smaller export (the larger has twice as many); 0 skips scaling")
+    parser.add_argument("--doc", type=Path, default=None, help="also rewrite the privacy section of this Markdown file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default: {DEFAULT_OUT})")
     return parser
 
@@ -189,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"results": clean, "scale": scale, "summary": summary_rows(results, scale)},
                                    ensure_ascii=False, indent=1), encoding="utf-8")
+    if args.doc:
+        write_doc(args.doc, doc_section(results, scale))
     return 0
 
 

@@ -44,6 +44,7 @@ _AFTER_RELATION = re.compile(rf"{_RELATION}{_LINK}(?:({_CN_NAME})|({_EN_NAME})|(
 _AFTER_INTRO = re.compile(rf"(?:{_alternation(lex.INTRODUCERS + ('叫我', '管我叫'))})\s*[:：]?\s*"
                           rf"(?:({_CN_NAME})|({_EN_NAME})|({_NICK}))")
 _INTRO_SHORT = re.compile(rf"(?:我叫|我是|名叫|全名是|我的名字是)\s*({_SURNAME}[\u4e00-\u9fa5]{{1,2}})(?=[，,。.！!？?\s]|$)")
+_SURNAME_ONLY = re.compile(rf"(?<![贵同])姓({_SURNAME})(?![\u4e00-\u9fa5]?(?:名|氏|别))")
 _TITLED = re.compile(rf"({_SURNAME})(?:{_alternation(lex.TITLES)})")
 _OLD_YOUNG = re.compile(rf"[老小]{_SURNAME}")
 _NOT_OLD_YOUNG = frozenset("老师 老板 老公 老婆 老家 老人 老实 老乡 老年 老天 老大 老二 老总 老成 老于 老宋 老汤 老黄历 老白干 "
@@ -142,6 +143,8 @@ def _person_spans(text: str, toks: list[Token], bounds: set[int]) -> list[Span]:
     for m in _INTRO_SHORT.finditer(text):
         if _is_name(m.group(1)):
             spans.append(("name", m.start(1), m.end(1)))
+    for m in _SURNAME_ONLY.finditer(text):                      # 老师姓白, 我师父姓程
+        spans.append(("name", m.start(1), m.end(1)))
     for m in _TITLED.finditer(text):
         title_char = text[m.end() - 1]
         if m.end() - m.start() - len(m.group(1)) == 1 and title_char in _SINGLE_CHAR_TITLES:
