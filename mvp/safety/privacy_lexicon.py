@@ -135,3 +135,12 @@ ENGLISH_NAMES: frozenset[str] = frozenset((
     "Jessica Joyce Judy Julia Karen Kelly Kitty Linda Mary May Nancy Nina Olivia Rachel Rose Sarah Sophia Sophie "
     "Stella Susan Tina Vicky Wendy Yoyo Zoe Cherry Candy Sunny Sally Ella Ada Abby Annie Bella Carol Daisy Elsa "
     "Hannah Irene Ivy Jasmine Kate Laura Lena Mia Molly Monica Nora Penny Ruby Sandy Tracy Vivian Winnie").split())
+# Medications clients name (舍曲林 has 曲林 in it, which looks like a name): never scrubbed.
+MEDICATIONS: tuple[str, ...] = tuple((
+    "舍曲林 氟西汀 帕罗西汀 西酞普兰 艾司西酞普兰 氟伏沙明 文拉法辛 度洛西汀 米氮平 安非他酮 阿戈美拉汀 伏硫西汀 曲唑酮 "
+    "喹硫平 奥氮平 利培酮 阿立哌唑 氯氮平 齐拉西酮 帕利哌酮 鲁拉西酮 碳酸锂 丙戊酸钠 丙戊酸镁 拉莫三嗪 卡马西平 奥卡西平 "
+    "劳拉西泮 阿普唑仑 氯硝西泮 地西泮 艾司唑仑 佐匹克隆 右佐匹克隆 唑吡坦 坦度螺酮 丁螺环酮 普萘洛尔 哌甲酯 托莫西汀 "
+    "褪黑素 安眠药 百忧解 左洛复 怡诺思 再普乐 思瑞康 维思通").split())
+# Words after which a bare name is unlikely (太冷清了: 冷清 is tagged as a name by jieba).
+NOT_BEFORE_BARE_NAME: frozenset[str] = frozenset("太 很 真 好 挺 蛮 最 更 越 有点 那么 这么 非常 特别 比较 十分 极 超 够 多么 "
+                                                 "不 没 别 也 都 还 就 才".split())

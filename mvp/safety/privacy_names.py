@@ -27,7 +27,7 @@ Token = tuple[str, str, int, int]          # word, part-of-speech flag, start, e
 
 _SURNAME = "(?:" + "|".join(lex.SURNAMES_2) + "|[" + lex.SURNAMES_1 + "])"
 _NOT_GIVEN = ("脾性话的了是在和与跟也都就还又很太把被给让叫说去来到过着么吗呢吧啊呀哦嘛我你他她它们这那个有没不人今昨"
-              "年岁月日号点时候里上下前后中总老每口嘴打骂对会要想最才再已正真特非竟居突经直却和并从当以被等")
+              "年岁月日号点时候里上下前后中总老每口嘴打骂对会要想最才再已正真特非竟居突经直却和并从当以被等得死着完掉")
 _GIVEN = rf"(?:[\u4e00-\u9fa5](?<![{_NOT_GIVEN}]))"
 _CN_NAME = rf"{_SURNAME}{_GIVEN}{{1,2}}"
 _EN_NAME = r"(?<![A-Za-z])[A-Z][a-z]{1,11}(?![A-Za-z])"
@@ -89,6 +89,7 @@ def tokens(text: str) -> list[Token]:
     return out
 
 
+_MEDICATIONS = frozenset(lex.MEDICATIONS)
 _ROLE_WORDS = frozenset(lex.RELATIONS) | frozenset(lex.TITLES)
 # Common words that a surname + given-name match can swallow (刘一直在: 一直 is not a given name).
 _NOT_GIVEN_WORDS = frozenset("一直 一定 一起 一样 一般 一点 一下 一些 一切 一次 一个 一天 一年 一边 一向 一旦 一共 一再 "
@@ -184,6 +185,8 @@ def _tagged_names(text: str, toks: list[Token]) -> list[Span]:
     """Bare names from jieba's tags, filtered: a surname first, not a common word."""
     spans = []
     for i, (word, flag, s, e) in enumerate(toks):
+        if i > 0 and (toks[i - 1][0] in lex.NOT_BEFORE_BARE_NAME or toks[i - 1][1] in ("d", "ad", "zg")):
+            continue
         if flag in _NAME_FLAGS and len(word) == 2 and word[0] in "阿小" and _nickname_ok(word):
             spans.append(("name", s, e))
         elif flag in _NAME_FLAGS and 2 <= len(word) <= 3 and re.fullmatch(_CN_NAME, word) and _is_name(word):
@@ -235,6 +238,7 @@ def name_spans(text: str, keep_terms: frozenset[str] = frozenset()) -> list[Span
     toks = tokens(text)
     bounds = {t[2] for t in toks} | {len(text)}
     spans = _person_spans(text, toks, bounds) + _org_spans(text)
+    keep_terms = frozenset(keep_terms) | _MEDICATIONS
     if keep_terms:
         kept = [(m.start(), m.end()) for term in keep_terms for m in re.finditer(re.escape(term), text)]
         spans = [sp for sp in spans if not any(ks <= sp[1] and sp[2] <= ke for ks, ke in kept)]
