@@ -244,6 +244,11 @@ def test_deleted_text_is_not_left_in_the_file(tmp_path: Path) -> None:
     ("我的学号是2021110234", "2021110234", "student_id"),
     ("他开着沪B67890跟着我", "沪B67890", "plate"),
     (f"身份证{VALID_ID[:-1]}1", VALID_ID[:-1] + "1", "id_card"),
+    ("我给杨帆发了很多消息", "杨帆", "name"),
+    ("我孩子在育才学校读书，老师姓马", "育才学校", "org"),
+    ("我们住在金茂府T2-1801", "金茂府T2-1801", "address"),
+    ("我住在回龙观龙泽苑东区9号楼", "回龙观龙泽苑东区9号楼", "address"),
+    ("我在北京市朝阳区妇幼保健院生的孩子", "北京市朝阳区妇幼保健院", "org"),
 ])
 def test_issue_examples_are_scrubbed(text: str, secret: str, kind: str) -> None:
     result = scrub(text, keep_numbers=[])
@@ -256,11 +261,16 @@ def test_issue_examples_are_scrubbed(text: str, secret: str, kind: str) -> None:
     "我去医院看了，医生说是焦虑", "我们学校的压力太大了", "我在一家小公司上班", "老师让我们写学号，我写错了被骂了",
     "我老公最近总是很晚回家", "谢谢你听我说这么多", "我每天刷抖音刷到半夜", "我把他的微信删了", "我一个人在北京打拼",
     "我妈住院了，我每天医院公司两头跑", "我九月份要去新学校报到了", "对方总是不回我消息", "我考上大学以后就不行了",
-    "我天天都很累", "希望24热线400-161-9995是全天的吗", "我昨天打了北京心理危机研究与干预中心的电话010-82951332",
+    "我天天都很累", "希望24热线400-161-9995是全天的吗", "我吃了一整板舍曲林", "一个人住太冷清了",
+    "比如公司事情多或者家庭有问题", "我觉得王者荣耀让我上瘾了", "我们学校分东区和西区", "我们家狗叫旺财", "我昨天打了北京心理危机研究与干预中心的电话010-82951332",
 ])
 def test_clean_text_unchanged(text: str) -> None:
     result = scrub(text)
     assert result.text == text and result.found == ()
+
+
+def test_titles_and_surnames_in_one_message() -> None:
+    assert scrub("我孩子在育才学校读书，老师姓马").text == "我孩子在〔机构〕读书，老师姓〔姓名〕"
 
 
 def test_partial_names_propagate_within_a_conversation_only() -> None:

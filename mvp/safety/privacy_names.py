@@ -108,10 +108,18 @@ def _is_name(candidate: str, named: bool = False) -> bool:
     return True
 
 
-def _cn_name_end(text: str, start: int, end: int, bounds: set[int]) -> int:
+_GIVEN_VERBS = frozenset("飞成明立强建兴")
+# One-character verbs that jieba's HMM glues to a name before them (杨帆发了).
+_VERB_CHARS = frozenset("发问找拿看带送回推拉写买卖吃喝哭笑走跑骗偷抢逼管催劝陪帮借还欠删拉踢")
+
+
+def _cn_name_end(text: str, start: int, end: int, bounds: set[int], tags: dict | None = None) -> int:
     """A surname+given match may run one character too far (许诺最近): end it on a word boundary."""
     if end - start == 3 and text[start:start + 2] not in lex.SURNAMES_2:
         if end not in bounds and (start + 2) in bounds:
+            return start + 2
+        if (start + 2) in bounds and tags is not None and tags.get(text[start + 2:end]) == "v" \
+                and text[start + 2:end] not in _GIVEN_VERBS:                      # 杨帆发了: 发 is the verb
             return start + 2
         if end < len(text) and text[end] == text[end - 1]:      # 王芳天天: 天天 is a word
             return start + 2
@@ -127,7 +135,7 @@ def _person_spans(text: str, toks: list[Token], bounds: set[int]) -> list[Span]:
                 continue
             s, e = m.start(g), m.end(g)
             if g == 1:
-                e = _cn_name_end(text, s, e, bounds)
+                e = _cn_name_end(text, s, e, bounds, _jieba()[1])
                 if not _is_name(text[s:e], named=text[max(0, s - 1):s] in ("叫", "（", "(", "做")):
                     return
             elif g == 2 and text[s:e] in lex.NOT_ENGLISH_NAMES:
@@ -190,6 +198,9 @@ def _tagged_names(text: str, toks: list[Token]) -> list[Span]:
         if flag in _NAME_FLAGS and len(word) == 2 and word[0] in "阿小" and _nickname_ok(word):
             spans.append(("name", s, e))
         elif flag in _NAME_FLAGS and 2 <= len(word) <= 3 and re.fullmatch(_CN_NAME, word) and _is_name(word):
+            tags = _jieba()[1]
+            if len(word) == 3 and word[2] in _VERB_CHARS and tags.get(word[:2]) in (None, *_NAME_FLAGS):
+                e = s + 2                                        # 杨帆发了: jieba joined the verb
             if not (len(word) == 2 and word[1] == word[0]):
                 spans.append(("name", s, e))
         elif len(word) == 1 and re.fullmatch(f"[{lex.SURNAMES_1}]", word) and i + 1 < len(toks):
@@ -209,14 +220,18 @@ def _org_prefix_start(text: str, suffix_start: int) -> int | None:
     if not prefix:
         return None
     offset = 0
-    for word, flag, s, e in tokens(prefix):                     # drop leading verbs and generic words
+    toks = tokens(prefix)
+    if len(toks) == 1 and len(prefix) >= 2 and prefix not in lex.GENERIC_ORG_PREFIXES \
+            and prefix not in _ROLE_WORDS and toks[0][1] in ("vn", "nz", "n", "nr", "ns", "nt"):
+        return i                                                # 育才学校: one word is the whole name
+    for word, flag, s, e in toks:                               # drop leading verbs and generic words
         if word in lex.GENERIC_ORG_PREFIXES or flag in ("v", "vd", "p", "r", "d", "c", "u", "a", "ad", "q", "f", "m") \
                 and not re.search(r"[第一二三四五六七八九十]", word):
             offset = e
             continue
         break
     rest = prefix[offset:]
-    if len(rest) < 2 or rest in lex.GENERIC_ORG_PREFIXES or _ORG_SUFFIX.fullmatch(rest):
+    if len(rest) < 2 or rest in lex.GENERIC_ORG_PREFIXES or rest in _ROLE_WORDS or _ORG_SUFFIX.fullmatch(rest):
         return None
     return i + offset
 
