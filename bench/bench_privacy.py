@@ -110,6 +110,23 @@ def evaluate(records: list[dict]) -> dict:
     }
 
 
+OTHER_AUTHORS = (("crisis_labelled.jsonl", "text"), ("assessment_answers.jsonl", "answer"))
+
+
+def other_authors_changed() -> dict:
+    """Messages written by other people for other tests (no personal data planted): share changed.
+    Not labelled for PII and looked at while tuning, so this is a check on clean text, not a held-out score."""
+    texts = []
+    for name, key in OTHER_AUTHORS:
+        path = DATA / name
+        if path.exists():
+            texts += [t for t in (json.loads(x).get(key) for x in path.read_text(encoding="utf-8").splitlines() if x.strip())
+                      if isinstance(t, str)]
+    keep = Scrubber()
+    changed = sum(1 for t in texts if Scrubber(keep.keep_numbers, keep.keep_terms).spans(t))
+    return {"messages": len(texts), "changed": changed, "share": changed / len(texts) if texts else None}
+
+
 def export_messages(n: int, seed: int = 7) -> list[list[dict]]:
     """n messages in conversations of 4, each text two labelled texts joined (so few texts repeat)."""
     pool = [r["text"] for split in SPLITS for r in load(split)]
@@ -137,7 +154,7 @@ def time_export(n: int) -> float:
         gc.unfreeze()
 
 
-def summary_rows(results: dict, scale: dict | None) -> list[dict]:
+def summary_rows(results: dict, scale: dict | None, others: dict | None = None) -> list[dict]:
     rows = []
     for split, r in results.items():
         label = f"{split} ({r['messages']} msgs, {r['spans']} spans, {r['clean']} clean)"
@@ -150,6 +167,9 @@ def summary_rows(results: dict, scale: dict | None) -> list[dict]:
         rows.append({"measure": f"privacy clean messages changed, {split} ({r['clean']} clean)",
                      "ours": round(r["clean_changed"], 3), "goal": f"<= {CLEAN_GOAL}",
                      "pass": r["clean_changed"] <= CLEAN_GOAL})
+    if others:
+        rows.append({"measure": f"privacy other authors' messages changed ({others['messages']})",
+                     "ours": round(others["share"], 3), "goal": f"<= {CLEAN_GOAL}", "pass": others["share"] <= CLEAN_GOAL})
     if scale:
         rows.append({"measure": f"privacy scrub export {scale['large']} vs {scale['small']} messages, s",
                      "baseline": round(scale["small_s"], 2), "ours": round(scale["large_s"], 2),
@@ -160,7 +180,7 @@ def summary_rows(results: dict, scale: dict | None) -> list[dict]:
 DOC_START, DOC_END = "<!-- privacy:start (python -m bench.bench_privacy --doc) -->", "<!-- privacy:end -->"
 
 
-def doc_section(results: dict, scale: dict | None) -> str:
+def doc_section(results: dict, scale: dict | None, others: dict | None = None) -> str:
     """The "Privacy" section of docs/benchmarks.md (between markers, so a rerun replaces it)."""
     lines = [DOC_START, "## Privacy: PII scrubbing (bench/bench_privacy.py)", "",
              f"Run on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Labelled client messages in "
@@ -182,7 +202,17 @@ def doc_section(results: dict, scale: dict | None) -> str:
         lines += ["", f"Scrubbing an export (one Scrubber per conversation of 4 messages): {scale['small']} messages "
                       f"{scale['small_s']:.1f} s, {scale['large']} messages {scale['large_s']:.1f} s, ratio "
                       f"{scale['ratio']:.2f} (goal <= {SCALE_GOAL})."]
-    lines += ["", f"Goals: recall >= {RECALL_GOAL} per kind, clean changed <= {CLEAN_GOAL:.0%}.", DOC_END]
+    if others and others["messages"]:
+        lines += ["", f"Messages written by other people for other tests (tests/data/crisis_labelled.jsonl and "
+                      f"assessment_answers.jsonl, no planted personal data; seen while tuning): {others['changed']} of "
+                      f"{others['messages']} changed ({others['share']:.1%})."]
+    lines += ["", f"Goals: recall >= {RECALL_GOAL} per kind, clean changed <= {CLEAN_GOAL:.0%}. The same person wrote the "
+                  "labelled set and the rules, and the held-out part was measured (figures only) after each round of "
+                  "dev tuning: expect lower figures on messages written by others. Per-kind held-out counts are small "
+                  "(a single miss moves address or student_id recall a lot).",
+              "", "Check a rule change by hand: `echo '我老婆（陈美玲）在字节跳动上班' | python -m mvp.safety.privacy scrub` "
+                  "(one JSON object per line: text and found spans; `--conversation` for one mapping across lines).",
+              DOC_END]
     return "\n".join(lines)
 
 
@@ -227,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("  EXTRA", *item)
             for text in r["_changed"]:
                 print("  CHANGED", text)
+    others = other_authors_changed()
+    print(f"other authors' messages changed: {others['changed']} of {others['messages']}")
     scale = None
     if args.scale:
         time_export(200)                                   # warm-up: jieba's dictionary, regex caches
@@ -241,10 +273,11 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {scale['ratio']:.3f} (goal <= {SCALE_GOAL})")
     clean = {s: {k: v for k, v in r.items() if not k.startswith("_")} for s, r in results.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"results": clean, "scale": scale, "summary": summary_rows(results, scale)},
-                                   ensure_ascii=False, indent=1), encoding="utf-8")
+    report = {"results": clean, "scale": scale, "other_authors": others,
+              "summary": summary_rows(results, scale, others)}
+    args.out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
     if args.doc:
-        write_doc(args.doc, doc_section(results, scale))
+        write_doc(args.doc, doc_section(results, scale, others))
     return 0
 
 
