@@ -6,6 +6,10 @@ between threads without care):
   a ``BEGIN IMMEDIATE`` transaction that commits or rolls back as a whole. Other processes (the users
   CLI, train/) are kept in order by SQLite's own lock and a 10 s busy timeout;
 - reads open their own short-lived connection per call, so they never block on the writer (WAL).
+Privacy: every connection turns on ``PRAGMA secure_delete`` (deleted rows are overwritten with zeros,
+not left readable in free pages), and the database, its WAL and SHM files are created owner-only
+(0600, ``FILE_MODE``); files that already exist with wider modes are narrowed when a Store opens them.
+Other modules that write client data to disk use ``create_private_file`` / ``make_private``.
 Keeping the writer connection open matters for speed: a connection's first write syncs the WAL file
 and its directory, so a fresh connection per write costs two fsyncs instead of one. It also keeps the
 WAL file in place between calls (the last connection to close would checkpoint and delete it).
@@ -26,6 +30,33 @@ from . import schema
 from .errors import NotFoundError, PermissionDeniedError, StoreError, ValidationError
 
 Scrubber = Callable[[str], str]
+
+FILE_MODE = 0o600                 # database, WAL, SHM and exports: readable by the owner only
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private(path: str | os.PathLike[str]) -> None:
+    """chmod an existing file to ``FILE_MODE`` (no-op when it does not exist)."""
+    try:
+        os.chmod(path, FILE_MODE)
+    except FileNotFoundError:
+        pass
+
+
+def create_private_file(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with mode 0600 when missing (race-free: O_CREAT with the mode), and
+    narrow its mode when it exists. SQLite gives the WAL, SHM and journal files the mode of the
+    database file, so creating the database this way keeps them private too."""
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    make_private(path)
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """``schema.connect`` plus the privacy pragmas; every connection of the Store comes from here."""
+    conn = schema.connect(path)
+    conn.execute("PRAGMA secure_delete = ON")
+    return conn
 
 _write_locks: dict[str, threading.RLock] = {}
 _write_locks_guard = threading.Lock()
@@ -54,6 +85,10 @@ class StoreBase:
         if not os.path.isdir(folder):
             raise StoreError(f"数据库所在目录不存在：{folder}")
         self._scrub = scrub
+        try:
+            create_private_file(self.path)
+        except OSError as exc:
+            raise StoreError(f"无法创建数据库文件 {self.path}：{exc}") from None
         self._write_lock = _write_lock_for(os.path.realpath(self.path))
         self._writer: sqlite3.Connection | None = None
         self._writer_pid = 0
@@ -63,6 +98,8 @@ class StoreBase:
                 # journal_mode=WAL is persistent in the file; sqlite-utils switches it if needed.
                 sqlite_utils.Database(conn, execute_plugins=False).enable_wal()
                 self.schema_version = schema.migrate(conn)
+            for suffix in SIDE_FILES:     # files left by an older version with the default umask
+                make_private(self.path + suffix)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(f"无法打开数据库 {self.path}：{exc}") from None
@@ -70,7 +107,7 @@ class StoreBase:
     def _writer_connection(self) -> sqlite3.Connection:
         """The writer connection (call with the write lock held); reopened after a fork."""
         if self._writer is None or self._writer_pid != os.getpid():
-            self._writer = schema.connect(self.path)
+            self._writer = connect(self.path)
             self._writer_pid = os.getpid()
         return self._writer
 
@@ -94,14 +131,14 @@ class StoreBase:
 
         The caller owns it and must close it; all writes should go through the Store's methods.
         """
-        return sqlite_utils.Database(schema.connect(self.path), execute_plugins=False)
+        return sqlite_utils.Database(connect(self.path), execute_plugins=False)
 
     # -- connections and transactions --------------------------------------------------------
     @contextmanager
     def _read(self, snapshot: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection for reads; ``snapshot=True`` makes several queries see one consistent state."""
         try:
-            conn = schema.connect(self.path)
+            conn = connect(self.path)
         except sqlite3.OperationalError as exc:
             raise _busy(exc) from None
         try:
