@@ -72,9 +72,11 @@ def connect(db: Path) -> sqlite3.Connection:
 
 
 def rows(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+    from tests.live_app import expand_scores
+
     conn = connect(db)
     try:
-        return [dict(r) for r in conn.execute(sql, params)]
+        return expand_scores([dict(r) for r in conn.execute(sql, params)])
     finally:
         conn.close()
 

@@ -113,3 +113,40 @@ def test_refused_message_writes_nothing(tmp_path):
             list(service.send("wang", conv, bad, stage_id="intervention"))
     assert store.get_history(conv) == []
     assert store.get_conversation(conv)["stage_id"] == "intake"
+
+
+def test_a_rating_dimension_added_in_rating_yaml_needs_no_code_change(tmp_path):
+    """A new dimension in a temporary rating.yaml: the service rates it, the store keeps it (no
+    migration), the export and the dashboard carry it, and the UI's /rate API and sliders offer it."""
+    import yaml
+
+    from mvp.app.ui import build_ui
+    from mvp.store import RATING_FILE, load_rating_config
+
+    settings = yaml.safe_load(RATING_FILE.read_text(encoding="utf-8"))
+    settings["dimensions"]["warmth"] = {"name": "温暖", "hint": "语气是否温和"}
+    path = tmp_path / "rating.yaml"
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    rating = load_rating_config(path)
+
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("wang", "long-password-1", "clinician")
+    version = store.register_model_version("scripted")
+    service = Service(store, load_stages(), EnginePool(version, ScriptedEngine("我在听。")), rating=rating)
+    conv = service.new_conversation("wang")["id"]
+    reply = list(service.send("wang", conv, "我睡不着"))[-1].message
+    assert service.rate("wang", reply["id"], overall=4, warmth=5)["revision"] == 1
+    assert service.ratings_of("wang", reply["id"])["warmth"] == 5
+    exported = store.export_ratings()
+    assert (exported[0]["overall"], exported[0]["warmth"], exported[0]["empathy"]) == (4, 5, None)
+    assert {"dimension": "warmth", "dimension_label": "温暖", "mean": 5.0} .items() <= next(
+        r for r in store.mean_scores_by_version() if r["dimension"] == "warmth").items()
+    with pytest.raises(Exception, match="温暖评分必须是 1-5 的整数"):
+        service.rate("wang", reply["id"], warmth=9)
+
+    demo = build_ui(service, {"base_model": "scripted", "backend": "inprocess"})
+    params = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/rate"]["parameters"]]
+    assert params == ["message_id", "overall", "empathy", "professionalism", "safety", "guidance", "warmth",
+                      "tags", "comment", "rewrite"]
+    slider_ids = [b.elem_id for b in demo.blocks.values() if (b.elem_id or "").startswith("score-")]
+    assert "score-warmth" in slider_ids and len(slider_ids) == 6

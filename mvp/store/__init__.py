@@ -42,8 +42,9 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                get_message(id); get_history(conversation_id, include_notices=True);
                get_path(message_id); list_alternatives(message_id); count_alternatives(parent_id);
                set_active(message_id)
-  feedback     add_rating(message_id, rater, *, overall, empathy, professionalism, safety, guidance,
-               tags=(), comment=None, rewrite=None, allowed_tags=None) -> {"id", "revision"};
+  feedback     add_rating(message_id, rater, *, tags=(), comment=None, rewrite=None, allowed_tags=None,
+               **scores) -> {"id", "revision"} (one keyword per dimension of config/rating.yaml:
+               overall=4, empathy=5; rows come back with one key per dimension; ``store.rating``);
                get_rating(message_id, rater); latest_ratings(message_id=None, rater=None,
                conversation_id=None); rating_history(message_id, rater);
                set_thumb(message_id, rater, value); get_thumb(message_id, rater) -> int;
@@ -87,8 +88,8 @@ from .validation import (
     MAX_TAGS,
     MIN_PASSWORD_CHARS,
     ROLES,
-    SCORE_FIELDS,
 )
+from .rating import RATING_FILE, Dimension, RatingConfig, RatingConfigError, load_rating_config
 
 
 class Store(
@@ -120,7 +121,11 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ROLES",
-    "SCORE_FIELDS",
+    "RATING_FILE",
+    "Dimension",
+    "RatingConfig",
+    "RatingConfigError",
+    "load_rating_config",
     "Store",
     "StoreError",
     "ValidationError",

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from .base import StoreBase
+from .feedback import expand_scores
 
 _DEMO = "(? OR c.is_demo = 0)"
 _MEMO_LIMIT = 10_000
@@ -144,6 +145,7 @@ class ExportMixin(StoreBase):
         decode = _JsonDecoder()
         for row in rows:
             row["tags"] = decode(row["tags"])
+            expand_scores(row, self.rating.dimension_ids)
             _flag(row, "is_latest", "is_demo", "rater_disabled")
         return rows
 
