@@ -150,3 +150,39 @@ def test_a_rating_dimension_added_in_rating_yaml_needs_no_code_change(tmp_path):
                       "tags", "comment", "rewrite"]
     slider_ids = [b.elem_id for b in demo.blocks.values() if (b.elem_id or "").startswith("score-")]
     assert "score-warmth" in slider_ids and len(slider_ids) == 6
+
+
+def test_choose_counts_once_and_arena_ids_do_not_reveal_the_opponent(tmp_path):
+    import random
+
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("wang", "long-password-1", "clinician")
+    primary = store.register_model_version("scripted")
+    opponent = store.register_model_version("opponent")
+    pool = EnginePool(primary, ScriptedEngine("主模型的回复。"), loader=lambda v: ScriptedEngine("对手的回复。"))
+    service = Service(store, load_stages(), pool)
+    service._rng = random.Random(7)
+    conv = service.new_conversation("wang")["id"]
+    list(service.send("wang", conv, "我睡不着"))
+    opponent_first = set()
+    for _ in range(8):
+        pair = service.compare("wang", conv, opponent)
+        a, b = store.get_message(pair["message_a"]), store.get_message(pair["message_b"])
+        opponent_msg = a if a["model_version_id"] == opponent else b
+        primary_msg = b if opponent_msg is a else a
+        opponent_first.add(opponent_msg["id"] < primary_msg["id"])
+    assert opponent_first == {True, False}  # generation order is random: ids say nothing
+
+    service.choose("wang", pair["message_a"], pair["message_b"], "a")
+    with pytest.raises(ServiceError, match="已经比较过"):
+        service.choose("wang", pair["message_b"], pair["message_a"], "a")
+    assert len(store.list_comparisons(conv)) == 1
+
+
+def test_chat_display_neutralises_markdown_images_links_and_html():
+    from mvp.app.ui.render import show
+
+    shown = show("看 ![x](http://evil.example/p.png) 和 [点我](https://evil.example) <img src=x> http://a.b")
+    assert "![" not in shown and "](" not in shown.replace("\\](", "")
+    assert "<img" not in shown and "&lt;img" in shown
+    assert "http://" not in shown and "https://" not in shown  # bare URLs are not auto-linked

@@ -879,3 +879,22 @@ def test_last_enabled_admin_cannot_be_disabled(tmp_path):
     with pytest.raises(ValidationError):
         store.disable_user("boss2")
     store.disable_user("wang")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("好\x85的", "控制字符"), ("a\x9bb", "控制字符"), ("文件\u202egpj.exe", "文字方向控制字符"),
+     ("x\u2066y", "文字方向控制字符"), ("\u200b\u200d ", "消息不能为空")],
+)
+def test_the_message_validator_refuses_invisible_controls(seeded: dict[str, Any], text: str, error: str) -> None:
+    store = seeded["store"]
+    before = counts(store)["messages"]
+    with pytest.raises(ValidationError, match=error):
+        store.add_user_message(seeded["conv"], text)
+    assert counts(store)["messages"] == before
+
+
+def test_the_message_validator_strips_zero_width_characters(seeded: dict[str, Any]) -> None:
+    store = seeded["store"]
+    mid = store.add_user_message(seeded["conv"], "我\u200b很\ufeff好\u200d")
+    assert store.get_message(mid)["content"] == "我很好"

@@ -42,6 +42,10 @@ ASSESSMENT_STATUSES = ("in_progress", "finished", "abandoned")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Characters that change how text looks without being seen: bidi embeddings/overrides/isolates
+# (U+202E makes "gpj.exe" read as "exe.jpg") are refused; zero-width characters are removed.
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -99,10 +103,17 @@ def check_text(
 def check_message(value: Any, what: str = "消息", max_chars: int = MAX_MESSAGE_CHARS) -> str:
     """A message a person typed (a client message): THE validator, applied once where the text enters
     (the service, before anything is stored; the store re-applies it). Surrounding whitespace is
-    trimmed; empty text, text over ``max_chars`` and control characters are refused."""
+    trimmed and zero-width characters removed; empty text, text over ``max_chars``, control
+    characters (C0 and C1) and bidirectional overrides are refused."""
     if not isinstance(value, str):
         raise ValidationError(f"{what}必须是文本，收到 {show(value)}")
-    text = value.strip()
+    text = value.translate(_ZERO_WIDTH).strip()
+    c1 = re.search(r"[\x80-\x9f]", text)
+    if c1:
+        raise ValidationError(f"{what}包含不允许的控制字符 {show(c1.group())}")
+    bidi = _BIDI_CONTROLS.search(text)
+    if bidi:
+        raise ValidationError(f"{what}包含不允许的文字方向控制字符 {show(bidi.group())}，请删除后重新输入")
     if not text:
         raise ValidationError(f"{what}不能为空")
     return check_text(text, what, max_chars)

@@ -27,6 +27,9 @@ class FeedbackMixin(ServiceBase):
         versions: list[dict | None] = [None, None]
         if opponent_version_id not in (None, "", self.engines.primary_id):
             versions[1] = self.store.get_model_version(opponent_version_id)
+        # Generate in random order: otherwise the opponent's reply always has the larger message id
+        # and the arena is not blind to anyone reading the ids over the API.
+        self._rng.shuffle(versions)
         ids = []
         for version in versions:
             engine = self.engines.get(version) if version else self.engines.primary
@@ -47,6 +50,9 @@ class FeedbackMixin(ServiceBase):
             raise ServiceError(f"选择必须是 {' / '.join(CHOICES)} 之一，收到 {choice!r}")
         if user["role"] == "demo":
             raise ServiceError("演示账号不能评分或比较")
+        pair = {a["id"], b["id"]}
+        if any({c["message_a"], c["message_b"]} == pair for c in self.store.list_comparisons(a["conversation_id"])):
+            raise ServiceError("这两条回复已经比较过了：每次比较只能选择一次")
         comparison_id = self.store.add_comparison(a["id"], b["id"], choice, user["name"], shown_left=a["id"])
         keep = {"a": a, "b": b, "tie": a}.get(choice)
         if choice == "tie":
