@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StageFileError, StoreError, ModelLoadError) as exc:
         return fail(str(exc))
 
+    from mvp.app.auth import LoginGuard
     from mvp.app.service import EnginePool, Service, ServiceError
     from mvp.app.ui import CSS, build_ui
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)))
-    except ServiceError as exc:
+    except (ServiceError, StoreError) as exc:  # e.g. a malformed config/rating.yaml
         return fail(str(exc))
     demo = build_ui(service, info)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.launch(
         server_name=config.host,
         server_port=config.port,
-        auth=store.authenticate,
+        auth=LoginGuard(store.authenticate).check,
         auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.app.users 创建",
         share=config.share,
         css=CSS,
