@@ -65,6 +65,17 @@ def write_password_file(db: str, password: str) -> Path:
     return path
 
 
+def security_middleware(config, store):
+    """Origin allow-list, SameSite=Lax cookies, no uploads, sessions that end (see mvp.app.web)."""
+    from starlette.middleware import Middleware
+
+    from mvp.app.web import SecurityMiddleware, SecurityPolicy
+
+    policy = SecurityPolicy(allowed_origins=config.origins, idle_s=config.session_idle_minutes * 60.0,
+                            max_age_s=config.session_max_hours * 3600.0, get_user=store.get_user)
+    return Middleware(SecurityMiddleware, policy=policy)
+
+
 def ensure_accounts(store, config) -> str | None:
     """Refuse a public host without accounts; on loopback create a first admin (password in a file)."""
     if store.count_users(enabled_only=True) > 0:
@@ -108,7 +119,16 @@ def version_loader(config):
     return lambda version: build(settings.for_version(version))
 
 
+def setup_logging() -> None:
+    """One line per event on stderr: logins, refusals, real faults (with a traceback) from mvp.*."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mvp").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     from mvp.app.config import ConfigError, load_config
     from mvp.model.loader import ModelLoadError
     from mvp.counsel.stages import StageFileError, load_stages
@@ -157,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     demo.launch(
+        app_kwargs={"middleware": [security_middleware(config, store)]},
         server_name=config.host,
         server_port=config.port,
         auth=LoginGuard(store.authenticate).check,

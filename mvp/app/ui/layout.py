@@ -38,6 +38,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         with gr.Row():
             gr.Markdown("## 心理咨询大模型 MVP · 临床评测")
             who = gr.Markdown(elem_id="who")
+            gr.Button("退出登录", link="logout", size="sm", scale=0, min_width=90, elem_id="logout")
         gr.Markdown(render.model_banner(model_info), elem_id="model-info")
         conv_id = gr.State(None)
         msg_ids = gr.State([])
