@@ -81,3 +81,27 @@ def test_thirty_wrong_passwords_lock_the_account_not_others(app):
     assert response.status_code == 200 and logged_in(other)
     log = app.output()
     assert "failed login: 'li'" in log and "locked" in log and "wrong-1" not in log
+
+
+def test_user_errors_log_one_line_without_traceback(app):
+    from gradio_client import Client
+
+    client = Client(app.url, auth=("admin", PASSWORD), verbose=False)
+    try:
+        with pytest.raises(Exception, match="消息不存在"):
+            client.predict(message_id=987654, overall=3, api_name="/rate")
+    finally:
+        client.close()
+    time.sleep(0.5)
+    log = app.output()
+    assert "user error in rate" in log and "Traceback" not in log
+
+
+def test_generation_errors_shown_without_addresses_or_raw_exception_text():
+    from mvp.app.service.base import public_error
+    from mvp.model.engine import GenerationError
+
+    shown = public_error(GenerationError("无法连接模型服务（http://10.1.2.3:8000/v1）：请确认服务已启动"))
+    assert "10.1.2.3" not in shown and "http" not in shown and "无法连接模型服务" in shown
+    raw = public_error(GenerationError("生成失败：RuntimeError: CUDA error at /opt/torch/x.cu:12"))
+    assert "CUDA" not in raw and "/opt" not in raw and "日志" in raw

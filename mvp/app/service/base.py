@@ -6,7 +6,9 @@ rules) and the permission checks that every method starts with.
 
 from __future__ import annotations
 
+import logging
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,8 @@ from mvp.model.engine import GenerationError
 from mvp.store import RatingConfig, Store, StoreError
 
 MAX_LOADED_ENGINES = 2
+log = logging.getLogger("mvp.app.service")
+_ADDRESS = re.compile(r"(?:https?|wss?)://[^\s）)，,;；]+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 
 _CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
 
@@ -31,6 +35,17 @@ def clean_model_text(text: str) -> str:
 
 class ServiceError(Exception):
     """A user-facing error: the message is shown as it is (Chinese)."""
+
+
+def public_error(exc: BaseException) -> str:
+    """What a clinician sees of a generation failure: no internal addresses, no raw exception text
+    (the full text goes to the server log for the administrator)."""
+    text = str(exc)
+    log.warning("generation failed: %s", text)
+    if text.startswith("生成失败："):  # the in-process engine's wrapper around an unexpected exception
+        return "生成失败：模型运行出错，请重试；详情已写入服务器日志"
+    text = _ADDRESS.sub("（地址已隐藏）", text)
+    return text.split("：ConnectError")[0]
 
 
 USER_ERRORS = (ServiceError, StoreError, DialogueError, GenerationError, AssessmentError, ValueError)

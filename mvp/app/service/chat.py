@@ -16,7 +16,7 @@ from mvp.counsel.stages import build_messages
 from mvp.model.engine import GenerationError, GenerationParams
 from mvp.store.validation import check_message
 
-from .base import Event, ServiceBase, ServiceError, clean_model_text
+from .base import Event, ServiceBase, ServiceError, clean_model_text, public_error
 
 
 class ChatMixin(ServiceBase):
@@ -148,7 +148,7 @@ class ChatMixin(ServiceBase):
             for _ in gen:
                 yield Event(preamble + clean_model_text(gen.text))
         except GenerationError as exc:
-            raise ServiceError(str(exc)) from None
+            raise ServiceError(public_error(exc)) from None
         except GeneratorExit:
             # The consumer went away (a cancelled request, a closed tab): stop the model and keep
             # what was generated as an interrupted reply.

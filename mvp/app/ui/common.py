@@ -18,6 +18,12 @@ STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update c
 INTERNAL_ERROR = "内部错误（{kind}），请重试或联系管理员"
 
 
+def _user(fn, exc: Exception) -> gr.Error:
+    # An ordinary user error: one log line, no traceback (gr.Error prints one unless told not to).
+    log.info("user error in %s: %s", getattr(fn, "__name__", "?"), exc)
+    return gr.Error(str(exc), print_exception=False)
+
+
 def _internal(exc: Exception) -> gr.Error:
     # A real fault: the traceback goes to the server log, the page gets the kind of error only.
     log.exception("unexpected error in a request")
@@ -31,10 +37,11 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
             raise
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from None
+            raise _user(fn, exc) from None
         except Exception as exc:  # never show a traceback to a clinician
             raise _internal(exc) from None
 
@@ -46,10 +53,11 @@ def user_errors_stream(fn):
     def wrapper(*args, **kwargs):
         try:
             yield from fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as exc:
+            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
             raise
         except USER_ERRORS as exc:
-            raise gr.Error(str(exc)) from None
+            raise _user(fn, exc) from None
         except Exception as exc:
             raise _internal(exc) from None
 
