@@ -101,6 +101,11 @@ def run(model: Path, attempts: int, threads: int, calls: int) -> dict:
         "password_in_log": "x1\n" in log or "'x1'" in log,
     }
     result["ratio"] = round(result["history_median_during_s"] / result["history_median_before_s"], 2)
+    result["summary"] = [{
+        "measure": f"/history median (s) during {attempts} wrong logins from {threads} threads vs before",
+        "baseline": result["history_median_before_s"], "ours": result["history_median_during_s"],
+        "ratio": result["ratio"], "goal": "<= 3", "pass": result["ratio"] <= 3,
+    }]
     return result
 
 
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     for key, value in result.items():
-        print(f"{key:28} {value}")
+        if key != "summary":
+            print(f"{key:28} {value}")
     print(f"/history during / before = {result['ratio']} (target <= 3)")
     return 0 if result["ratio"] <= 3 else 1
 

@@ -186,3 +186,20 @@ def test_chat_display_neutralises_markdown_images_links_and_html():
     assert "![" not in shown and "](" not in shown.replace("\\](", "")
     assert "<img" not in shown and "&lt;img" in shown
     assert "http://" not in shown and "https://" not in shown  # bare URLs are not auto-linked
+
+
+def test_one_running_generation_per_account(tmp_path):
+    service, store, _ = make_service(tmp_path, "我在听，请慢慢说。" * 3, delay_s=0.01)
+    store.add_user("li", "long-password-2", "clinician")
+    first = service.new_conversation("wang")["id"]
+    second = service.new_conversation("wang")["id"]
+    other = service.new_conversation("li")["id"]
+    running = service.send("wang", first, "我睡不着")
+    next(running)  # wang's reply is being generated
+    before = len(store.get_history(second))
+    with pytest.raises(ServiceError, match="正在生成"):
+        list(service.send("wang", second, "还有一件事"))
+    assert len(store.get_history(second)) == before  # refused before anything was stored
+    assert list(service.send("li", other, "你好"))[-1].done  # another account is not held up
+    list(running)
+    assert list(service.send("wang", second, "还有一件事"))[-1].done  # free again once it finished

@@ -143,9 +143,10 @@ class ExportMixin(StoreBase):
             (all_revisions, include_demo, include_disabled),
         )
         decode = _JsonDecoder()
+        dimensions = self.rating.dimension_ids
         for row in rows:
             row["tags"] = decode(row["tags"])
-            expand_scores(row, self.rating.dimension_ids)
+            expand_scores(row, dimensions, decode)
             _flag(row, "is_latest", "is_demo", "rater_disabled")
         return rows
 

@@ -34,10 +34,11 @@ from .validation import (
 RATER_ROLES = ("clinician", "admin")
 
 
-def expand_scores(row: dict[str, Any], dimensions: tuple[str, ...]) -> dict[str, Any]:
+def expand_scores(row: dict[str, Any], dimensions: tuple[str, ...], loads=json.loads) -> dict[str, Any]:
     """Replace a row's JSON ``scores`` by one key per dimension (None when not scored); scores of a
-    dimension no longer configured are kept under their own key, so nothing stored is hidden."""
-    scores = json.loads(row.pop("scores") or "{}")
+    dimension no longer configured are kept under their own key, so nothing stored is hidden.
+    ``loads`` must return a fresh dict (the exporter passes its memoising decoder, which copies)."""
+    scores = loads(row.pop("scores") or "{}")
     for dim in dimensions:
         row[dim] = scores.pop(dim, None)
     row.update(scores)

@@ -6,6 +6,7 @@ rules) and the permission checks that every method starts with.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -111,6 +112,22 @@ class ServiceBase:
         self.model_check_engine = model_check_engine
         self._rng = random.Random()
         self._running: dict[int, Any] = {}  # conversation id -> Generation being streamed
+        self._generating: set[str] = set()  # accounts with a reply being generated (one each)
+        self._generating_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _one_generation(self, name: str):
+        """One running generation per account: a second one (another tab, a script) is refused, so
+        one account cannot keep the model slot busy for everybody else."""
+        with self._generating_lock:
+            if name in self._generating:
+                raise ServiceError("你已有一条回复正在生成：请等它完成，或先点击“停止”")
+            self._generating.add(name)
+        try:
+            yield
+        finally:
+            with self._generating_lock:
+                self._generating.discard(name)
 
     # -- accounts ------------------------------------------------------------------------------
     def user(self, name: str | None) -> dict:

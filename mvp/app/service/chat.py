@@ -66,26 +66,27 @@ class ChatMixin(ServiceBase):
     ) -> Iterator[Event]:
         """Store the client message and stream the model's reply (see the module docstring)."""
         user, conversation = self._conversation(name, conversation_id)
-        text = check_message(text)
-        # Everything that can refuse the turn is checked before anything is written.
-        stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
-        detection = self.detect(text)
-        if not self.active_screening(conversation["id"]):
-            self._check_fits(conversation, stage, text, params, detection)
-        if stage.id != conversation["stage_id"]:
-            conversation = self.set_stage(name, conversation["id"], stage.id)
-        user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"])
-        if detection.is_crisis:
-            for category in detection.categories:
-                self.store.add_flag(
-                    conversation["id"], category, list(detection.evidence), source="rules",
-                    message_id=user_message_id,
-                )
-        if self.active_screening(conversation["id"]):
-            message = self._screening_turn(conversation, user_message_id, text, detection)
-            yield Event(message["content"], done=True, message=message)
-            return
-        yield from self._reply(conversation, user_message_id, params, detection)
+        with self._one_generation(user["name"]):
+            text = check_message(text)
+            # Everything that can refuse the turn is checked before anything is written.
+            stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
+            detection = self.detect(text)
+            if not self.active_screening(conversation["id"]):
+                self._check_fits(conversation, stage, text, params, detection)
+            if stage.id != conversation["stage_id"]:
+                conversation = self.set_stage(name, conversation["id"], stage.id)
+            user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"])
+            if detection.is_crisis:
+                for category in detection.categories:
+                    self.store.add_flag(
+                        conversation["id"], category, list(detection.evidence), source="rules",
+                        message_id=user_message_id,
+                    )
+            if self.active_screening(conversation["id"]):
+                message = self._screening_turn(conversation, user_message_id, text, detection)
+                yield Event(message["content"], done=True, message=message)
+                return
+            yield from self._reply(conversation, user_message_id, params, detection)
 
     def _check_fits(self, conversation: dict, stage, text: str, params: GenerationParams | None, detection) -> None:
         """Raise ContextTooLongError / a store ValidationError before the client message is stored."""
@@ -97,10 +98,11 @@ class ChatMixin(ServiceBase):
 
     def regenerate(self, name: str, conversation_id: int, params: GenerationParams | None = None) -> Iterator[Event]:
         """A new reply to the newest client message; the earlier one is kept as an alternative."""
-        _, conversation = self._conversation(name, conversation_id)
-        self._no_screening(conversation["id"])
-        parent = self._last_user_message(conversation["id"])
-        yield from self._reply(conversation, parent["id"], params, self.detect(parent["content"]))
+        user, conversation = self._conversation(name, conversation_id)
+        with self._one_generation(user["name"]):
+            self._no_screening(conversation["id"])
+            parent = self._last_user_message(conversation["id"])
+            yield from self._reply(conversation, parent["id"], params, self.detect(parent["content"]))
 
     def _no_screening(self, conversation_id: int) -> None:
         if self.active_screening(conversation_id):

@@ -30,6 +30,13 @@ class FeedbackMixin(ServiceBase):
         # Generate in random order: otherwise the opponent's reply always has the larger message id
         # and the arena is not blind to anyone reading the ids over the API.
         self._rng.shuffle(versions)
+        with self._one_generation(user["name"]):
+            ids = self._generate_pair(conversation, parent, detection, versions)
+        self._rng.shuffle(ids)
+        left, right = (self.store.get_message(i) for i in ids)
+        return {"message_a": left["id"], "message_b": right["id"], "text_a": left["content"], "text_b": right["content"]}
+
+    def _generate_pair(self, conversation, parent, detection, versions) -> list[int]:
         ids = []
         for version in versions:
             engine = self.engines.get(version) if version else self.engines.primary
@@ -37,9 +44,7 @@ class FeedbackMixin(ServiceBase):
             params.seed = self._rng.randrange(2**31)
             events = list(self._reply(conversation, parent["id"], params, detection, version, make_active=False))
             ids.append(events[-1].message["id"])
-        self._rng.shuffle(ids)
-        left, right = (self.store.get_message(i) for i in ids)
-        return {"message_a": left["id"], "message_b": right["id"], "text_a": left["content"], "text_b": right["content"]}
+        return ids
 
     def choose(self, name: str, message_a: int, message_b: int, choice: str) -> dict:
         """Record which of the two displayed replies (a = left, b = right) is better; the chosen
