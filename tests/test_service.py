@@ -203,3 +203,19 @@ def test_one_running_generation_per_account(tmp_path):
     assert list(service.send("li", other, "你好"))[-1].done  # another account is not held up
     list(running)
     assert list(service.send("wang", second, "还有一件事"))[-1].done  # free again once it finished
+
+
+def test_admin_acts_are_in_the_audit_log(tmp_path):
+    service, store, _ = make_service(tmp_path, "我在听。")
+    store.add_user("boss", "long-password-3", "admin")
+    conv = service.new_conversation("wang")["id"]
+    list(service.send("wang", conv, "我不想活了"))
+    flag = service.flags("boss")[0]
+    service.review_flag("boss", flag["id"], "已电话联系")
+    service.delete_conversation("wang", conv)
+    entries = service.audit("boss")
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("wang", "conversation_deleted", str(conv)), ("boss", "flag_reviewed", str(flag["id"]))]
+    assert "已电话联系" not in str(entries)  # who, what and when; never content
+    with pytest.raises(ServiceError, match="管理员"):
+        service.audit("wang")

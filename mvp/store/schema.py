@@ -264,6 +264,22 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    Migration(
+        7,
+        "audit_log: administrative acts (who, what, which record, when; no content)",
+        (
+            """CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                detail TEXT
+            )""",
+        ),
+    ),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -18,6 +18,7 @@ class AdminMixin(ServiceBase):
     def review_flag(self, name: str, flag_id: int, note: str | None = None) -> None:
         self.require_admin(name)
         self.store.mark_flag_reviewed(flag_id, name, note=note)
+        self.store.add_audit(name, "flag_reviewed", flag_id, {"note_chars": len(note or "")})
 
     def dashboard(self, name: str) -> dict:
         """Figures for the admin dashboard as plain rows."""
@@ -55,7 +56,14 @@ class AdminMixin(ServiceBase):
             manifest = export(self.store.path, out, ExportOptions(include_demo=bool(include_demo)))
         except ExportError as exc:
             raise ServiceError(str(exc)) from None
+        self.store.add_audit(name, "export", out.name, {"include_demo": bool(include_demo),
+                                                        "counts": manifest["counts"]})
         return {"path": str(out.resolve()), "summary": summary_table(manifest), "counts": manifest["counts"]}
+
+    def audit(self, name: str, limit: int = 200) -> list[dict]:
+        """Admin: the newest administrative acts (who, what, which record, when)."""
+        self.require_admin(name)
+        return self.store.list_audit(limit)
 
     def model_versions(self) -> list[dict]:
         return self.store.list_model_versions()

@@ -46,7 +46,10 @@ class ChatMixin(ServiceBase):
 
     def delete_conversation(self, name: str, conversation_id: int) -> dict:
         self.user(name)
-        return self.store.delete_conversation(conversation_id, by_user=name)
+        result = self.store.delete_conversation(conversation_id, by_user=name)
+        self.store.add_audit(name, "conversation_deleted", result["conversation_id"],
+                             {"messages_deleted": result["messages_deleted"]})
+        return result
 
     # -- chat ------------------------------------------------------------------------------------
     def detect(self, text: str) -> safety.Detection:

@@ -1,6 +1,6 @@
 """The named API endpoints for gradio_client (`/new_conversation`, `/chat`, `/regenerate`, `/stop`,
 `/rate`, `/thumb`, `/compare`, `/choose`, `/history`, `/stages`, `/start_screening`, `/screening`,
-`/correct_item`, `/flags`, `/review_flag`, `/delete_conversation`).
+`/correct_item`, `/flags`, `/review_flag`, `/audit`, `/delete_conversation`).
 
 Each calls the same service method as the UI, with the logged-in user. `/rate` takes one argument
 per dimension of config/rating.yaml (its signature is built from the settings, so a new dimension
@@ -132,6 +132,11 @@ def register_api(service: Service, model_slots: int = 1) -> None:
     def correct_item(assessment_id: int, item_no: int, score: int, request: gr.Request = None) -> dict:
         """A clinician's corrected score (0-3) for one screening item."""
         return service.correct_item(username(request), assessment_id, item_no, score)
+
+    @api
+    def audit(limit: int = 200, request: gr.Request = None) -> list:
+        """Admin: the newest administrative acts (flag reviewed, export, deletion, account changes)."""
+        return service.audit(username(request), limit)
 
     @api
     def delete_conversation(conversation_id: int, request: gr.Request = None) -> dict:

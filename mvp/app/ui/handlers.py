@@ -51,6 +51,7 @@ class Handlers:
             gr.update(visible=admin),
             gr.update(visible=admin),
             gr.update(visible=admin),
+            gr.update(visible=admin),
             gr.update(choices=[SAME_MODEL] + versions),
         )
 
@@ -238,3 +239,7 @@ class Handlers:
         self.service.review_flag(username(request), int(fid), note or None)
         gr.Info("已标记为已复核")
         return render.flags_frame(self.service.flags(username(request)))
+
+    @user_errors
+    def on_audit(self, request: gr.Request):
+        return render.audit_frame(self.service.audit(username(request)))

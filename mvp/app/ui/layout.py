@@ -134,12 +134,18 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 export_btn = gr.Button("导出", elem_id="export-btn")
                 export_out = gr.Textbox(label="导出结果", lines=8, interactive=False, elem_id="export-out")
 
+            with gr.Tab("审计日志", id="audit", visible=False) as audit_tab:
+                gr.Markdown("管理操作记录：复核标记、导出数据、删除对话、账号变更（谁、何时、对哪条记录；不含内容）。")
+                audit_table = gr.Dataframe(elem_id="audit", wrap=True)
+                refresh_audit = gr.Button("刷新", elem_id="refresh-audit")
+
             with gr.Tab("使用说明", id="help"):
                 gr.Markdown(render.help_text(service.rating))
 
         # -- wiring --------------------------------------------------------------------------------
         private = {"api_visibility": "undocumented"}
-        demo.load(h.on_load, None, [who, dash_tab, review_tab, versions_tab, opponent], **private)
+        demo.load(h.on_load, None, [who, dash_tab, review_tab, versions_tab, audit_tab, opponent], **private)
+        refresh_audit.click(h.on_audit, None, [audit_table], **private)
         refresh_versions.click(h.on_versions, None, [versions_table], **private)
         export_btn.click(h.on_export, [export_demo], [export_out], **private)
         stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)

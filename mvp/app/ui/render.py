@@ -109,6 +109,18 @@ def flags_frame(flags: list[dict]):
     return frame(rows, FLAG_COLUMNS)
 
 
+AUDIT_COLUMNS = ["时间", "操作人", "操作", "对象", "详情"]
+AUDIT_LABELS = {"flag_reviewed": "复核标记", "export": "导出训练数据", "conversation_deleted": "删除对话",
+                "account_added": "创建账号", "account_disabled": "停用账号", "account_enabled": "启用账号",
+                "password_changed": "修改密码"}
+
+
+def audit_frame(entries: list[dict]):
+    rows = [[e["at"], e["actor"], AUDIT_LABELS.get(e["action"], e["action"]), e.get("target") or "",
+             "" if e.get("detail") is None else str(e["detail"])] for e in entries]
+    return frame(rows, AUDIT_COLUMNS)
+
+
 def versions_frame(versions: list[dict]):
     """Registered model versions (newest first) with their lineage and first metrics."""
     rows = []
