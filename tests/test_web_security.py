@@ -1,6 +1,7 @@
 """The running app's HTTP protections (mvp.app.web, mvp.app.auth): origins, cookies, uploads,
 sessions that end (logout, password change, disable), and the login lockout through the real route."""
 
+import json
 import time
 
 import httpx
@@ -102,3 +103,14 @@ def test_generation_errors_shown_without_addresses_or_raw_exception_text():
     assert "10.1.2.3" not in shown and "http" not in shown and "无法连接模型服务" in shown
     raw = public_error(GenerationError("生成失败：RuntimeError: CUDA error at /opt/torch/x.cu:12"))
     assert "CUDA" not in raw and "/opt" not in raw and "日志" in raw
+
+
+def test_a_missing_api_argument_is_named(app):
+    client, _ = login(app, "admin")
+    for endpoint, data, expected in (("thumb", [], "缺少参数：message_id、value"),
+                                     ("choose", [1, 2], "缺少参数：choice")):
+        event = client.post(f"/gradio_api/call/{endpoint}", json={"data": data}).json()["event_id"]
+        stream = client.get(f"/gradio_api/call/{endpoint}/{event}").text
+        assert stream.startswith("event: error"), stream
+        payload = json.loads(stream.split("data:", 1)[1])
+        assert payload["error"] == expected

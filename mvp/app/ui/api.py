@@ -20,6 +20,23 @@ from . import render
 from .common import throttled, user_errors, user_errors_stream, username
 
 
+def check_arguments(demo: gr.Blocks, api_names: set[str]) -> None:
+    """A call of a named endpoint with too few values: name the missing arguments (Gradio's own
+    check answers ``{"error": null}``), and fill in trailing arguments that have defaults."""
+    original = demo.validate_inputs
+
+    def validate_inputs(block_fn, inputs):
+        if block_fn.api_name in api_names and isinstance(inputs, list) and len(inputs) < len(block_fn.inputs):
+            params = [p for p in inspect.signature(block_fn.fn).parameters.values() if p.name != "request"]
+            missing = [p.name for p in params[len(inputs):] if p.default is inspect.Parameter.empty]
+            if missing:
+                raise gr.Error(f"缺少参数：{'、'.join(missing)}", print_exception=False)
+            inputs.extend(p.default for p in params[len(inputs):len(block_fn.inputs)])
+        return original(block_fn, inputs)
+
+    demo.validate_inputs = validate_inputs
+
+
 def rate_endpoint(service: Service):
     """``rate(message_id, <one score per dimension>, tags, comment, rewrite)`` for gr.api."""
     dimensions = tuple(service.rating.dimensions)
@@ -45,13 +62,16 @@ def rate_endpoint(service: Service):
     return rate
 
 
-def register_api(service: Service, model_slots: int = 1) -> None:
-    """Named endpoints for gradio_client (must be called inside the Blocks context)."""
+def register_api(service: Service, model_slots: int = 1) -> set[str]:
+    """Named endpoints for gradio_client (must be called inside the Blocks context); returns their names."""
+    names: set[str] = set()
 
     def api(fn):
+        names.add(fn.__name__)
         return gr.api(user_errors(fn), api_name=fn.__name__)
 
     def api_stream(fn):
+        names.add(fn.__name__)
         return gr.api(user_errors_stream(fn), api_name=fn.__name__, concurrency_id="model",
                       concurrency_limit=model_slots)
 
@@ -142,3 +162,5 @@ def register_api(service: Service, model_slots: int = 1) -> None:
     def delete_conversation(conversation_id: int, request: gr.Request = None) -> dict:
         """Delete a conversation with its messages, ratings and comparisons (owner or admin)."""
         return service.delete_conversation(username(request), conversation_id)
+
+    return names

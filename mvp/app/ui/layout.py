@@ -13,7 +13,7 @@ from mvp.app.service import Service
 from mvp.counsel.cases import load_cases
 
 from . import render
-from .api import register_api
+from .api import check_arguments, register_api
 from .handlers import SAME_MODEL, Handlers
 
 SCORE_CHOICES = [1, 2, 3, 4, 5]
@@ -172,5 +172,5 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         review_btn.click(h.on_review, [flag_id, flag_note], [flags_table], **private)
         del send_event, submit_event, regen_event
 
-        register_api(service, model_slots)
+        check_arguments(demo, register_api(service, model_slots))
     return demo
