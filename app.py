@@ -8,15 +8,19 @@
 
 Loads the model once, registers it as a model version in feedback.db, and serves the Gradio app with
 login required on every page and API endpoint. On a fresh database on this machine (loopback) it
-creates a first admin account and prints its password once; on any other host it refuses to start
-until accounts exist (`python -m mvp.app.users add NAME --role admin`).
+creates a first admin account, writes its password to a file only the owner can read (0600, next to
+the database) and prints the file's path, never the password; on any other host it refuses to start
+until accounts exist (`python -m mvp.app.users add NAME --role admin`). A port that is already taken
+is refused before anything is created or printed.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
+from pathlib import Path
 
 # Offline by default: no hub downloads, no telemetry, no version check (override HF_HUB_OFFLINE=0
 # to let `--model` fetch a hub id on a machine with internet).
@@ -28,6 +32,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 QUEUE_MAX_SIZE = 64
 DEFAULT_CONCURRENCY = 8
 FIRST_ADMIN = "admin"
+PASSWORD_FILE_NAME = "admin-password.txt"
+# Gradio keeps every call's inputs and outputs in the browser (listed at /gradio_api/runs) unless told
+# not to: client messages and the admin's flag table must not stay on a shared clinic computer.
+LAUNCH_OPTIONS = {"show_error": False, "footer_links": [], "quiet": True, "run_history": False}
 
 
 def fail(message: str) -> int:
@@ -35,8 +43,41 @@ def fail(message: str) -> int:
     return 2
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound now (checked before anything is created or printed)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: only a listener blocks
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def write_password_file(db: str, password: str) -> Path:
+    """The first admin password in a 0600 file beside the database (logs never see the password)."""
+    path = Path(db).resolve().parent / PASSWORD_FILE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"{FIRST_ADMIN}\n{password}\n")
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+    return path
+
+
+def security_middleware(config, store):
+    """Origin allow-list, SameSite=Lax cookies, no uploads, sessions that end (see mvp.app.web)."""
+    from starlette.middleware import Middleware
+
+    from mvp.app.web import SecurityMiddleware, SecurityPolicy
+
+    policy = SecurityPolicy(allowed_origins=config.origins, idle_s=config.session_idle_minutes * 60.0,
+                            max_age_s=config.session_max_hours * 3600.0, get_user=store.get_user)
+    return Middleware(SecurityMiddleware, policy=policy)
+
+
 def ensure_accounts(store, config) -> str | None:
-    """Refuse a public host without accounts; on loopback create a first admin (password printed)."""
+    """Refuse a public host without accounts; on loopback create a first admin (password in a file)."""
     if store.count_users(enabled_only=True) > 0:
         return None
     if not config.is_loopback:
@@ -78,7 +119,16 @@ def version_loader(config):
     return lambda version: build(settings.for_version(version))
 
 
+def setup_logging() -> None:
+    """One line per event on stderr: logins, refusals, real faults (with a traceback) from mvp.*."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mvp").setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    setup_logging()
     from mvp.app.config import ConfigError, load_config
     from mvp.model.loader import ModelLoadError
     from mvp.counsel.stages import StageFileError, load_stages
@@ -86,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(argv)
+        if not port_is_free(config.host, config.port):
+            return fail(f"端口 {config.port} 已被占用（{config.host}）：请先停止占用它的程序，或用 --port 换一个端口")
         stages = load_stages(config.stages)
         scrub = None
         if config.scrub_at_storage:
@@ -99,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StageFileError, StoreError, ModelLoadError) as exc:
         return fail(str(exc))
 
+    from mvp.app.auth import LoginGuard
     from mvp.app.service import EnginePool, Service, ServiceError
     from mvp.app.ui import CSS, build_ui
 
@@ -110,28 +163,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)))
-    except ServiceError as exc:
+    except (ServiceError, StoreError) as exc:  # e.g. a malformed config/rating.yaml
         return fail(str(exc))
     demo = build_ui(service, info)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     url = f"http://{config.host}:{config.port}"
     print(f"应用已启动：{url}（模型版本 {version_id}：{info['base_model']}）", flush=True)
     if first_password:
+        path = write_password_file(config.db, first_password)
         print(
-            f"首次运行：已创建管理员账号 {FIRST_ADMIN}，密码 {first_password}（只显示这一次）。\n"
+            f"首次运行：已创建管理员账号 {FIRST_ADMIN}，密码保存在 {path}（仅本账户可读；登录后请删除该文件）。\n"
             f"创建更多账号：python -m mvp.app.users --db {config.db} add 姓名 --role clinician|admin|demo",
             flush=True,
         )
     demo.launch(
+        app_kwargs={"middleware": [security_middleware(config, store)]},
         server_name=config.host,
         server_port=config.port,
-        auth=store.authenticate,
+        auth=LoginGuard(store.authenticate).check,
         auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.app.users 创建",
         share=config.share,
         css=CSS,
-        show_error=False,
-        footer_links=[],
-        quiet=True,
+        **LAUNCH_OPTIONS,
     )
     return 0
 

@@ -23,17 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from mvp.app.process import AppProcess  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -46,12 +45,6 @@ PROMPT = "我最近工作压力很大，晚上总是睡不着，白天也没有�
 ADMIN_PASSWORD = "bench-app-pass-123"
 START_TIMEOUT_S = 180
 SKIPPED = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fixed_length_copy(model_dir: Path, out: Path, tokens: int) -> Path:
@@ -69,41 +62,14 @@ def fixed_length_copy(model_dir: Path, out: Path, tokens: int) -> Path:
     return out
 
 
-class AppProcess:
+def start_app(model_dir: Path, workdir: Path, tokens: int) -> AppProcess:
     """`python app.py` on a free loopback port with one torch thread, a fresh database and an admin."""
-
-    def __init__(self, model_dir: Path, workdir: Path, tokens: int):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MVP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-               "PYTHONUNBUFFERED": "1"}
-        self.log_path = workdir / "app.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--model", str(model_dir), "--db", str(workdir / "feedback.db"),
-             "--port", self.url.rsplit(":", 1)[1], "--quantization", "none", "--max-new-tokens", str(tokens)],
-            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=2)
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"app did not start in {START_TIMEOUT_S} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+    return AppProcess(
+        ["--model", str(model_dir), "--db", str(workdir / "feedback.db"), "--quantization", "none",
+         "--max-new-tokens", str(tokens)],
+        log_path=workdir / "app.log", timeout_s=START_TIMEOUT_S,
+        env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MVP_ADMIN_PASSWORD": ADMIN_PASSWORD},
+    )
 
 
 def app_reply(client) -> dict:
@@ -150,7 +116,7 @@ def run(model_dir: Path, tokens: int, repeats: int) -> dict:
         tmp = Path(tmp)
         bench_model = fixed_length_copy(model_dir, tmp / "model", tokens)
         started = time.perf_counter()
-        app = AppProcess(bench_model, tmp, tokens)
+        app = start_app(bench_model, tmp, tokens)
         app_start_s = time.perf_counter() - started
         try:
             engine = Engine(load_model(ModelSpec(model=str(bench_model), quantization="none")))

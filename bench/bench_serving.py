@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -203,30 +202,15 @@ def run_engines(model: str, clients: int, tokens: int, rounds: int, threads: int
 
 # -- through the app -----------------------------------------------------------------------------
 def start_app(model: str, db: Path, log: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    from mvp.model.openai_backend import free_port
+    from mvp.app.process import AppProcess
     from mvp.store import Store
 
     store = Store(db)
     for n in range(64):
         if store.get_user(f"c{n}") is None:
             store.add_user(f"c{n}", APP_PASSWORD, "clinician")
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", model, "--db", str(db),
-                                 "--port", str(port), *extra], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + APP_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            urllib.request.urlopen(url + "/", timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app did not start: {log.read_text(errors='replace')[-2000:]}")
+    app = AppProcess(["--model", model, "--db", str(db), *extra], log_path=log, timeout_s=APP_START_TIMEOUT_S)
+    return app.proc, app.url
 
 
 def app_ask(url: str, db: Path, clients: int):

@@ -237,13 +237,13 @@ def seed_ratings(store: Store, count: int, raters: list[str]) -> None:
                              '{"temperature": 0.7}', now))
             parent = reply_id
             for j in range(2):
-                ratings.append((reply_id, raters[(k + j) % len(raters)], 1 + (k + j) % 5,
+                ratings.append((reply_id, raters[(k + j) % len(raters)], json.dumps({"overall": 1 + (k + j) % 5}),
                                 json.dumps([TAGS[k % 5]], ensure_ascii=False), now))
         conn.executemany(
             "INSERT INTO messages (id, conversation_id, role, content, stage_id, parent_id, model_version_id,"
             " gen_params, created_at) VALUES (?, ?, ?, ?, 'intake', ?, ?, ?, ?)", messages)
         conn.executemany(
-            "INSERT INTO ratings (message_id, rater, revision, is_latest, overall, tags, created_at)"
+            "INSERT INTO ratings (message_id, rater, revision, is_latest, scores, tags, created_at)"
             " VALUES (?, ?, 1, 1, ?, ?, ?)", ratings)
     conn.close()
 

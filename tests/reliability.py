@@ -29,7 +29,7 @@ TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flag
 # Named API endpoints registered by mvp.app.ui.register_api.
 ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/history", "/rate", "/thumb",
              "/compare", "/choose", "/flags", "/review_flag", "/start_screening", "/screening", "/correct_item",
-             "/delete_conversation")
+             "/audit", "/delete_conversation")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.app.ui.user_errors: an exception the service did not expect
 
@@ -72,9 +72,11 @@ def connect(db: Path) -> sqlite3.Connection:
 
 
 def rows(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+    from tests.live_app import expand_scores
+
     conn = connect(db)
     try:
-        return [dict(r) for r in conn.execute(sql, params)]
+        return expand_scores([dict(r) for r in conn.execute(sql, params)])
     finally:
         conn.close()
 

@@ -159,7 +159,7 @@ def test_kill_dash_nine_loses_no_acknowledged_rating(tiny_model_dir, tmp_path):
             ack = client.predict(message_id=reply["message_id"], overall=5, comment="after restart", api_name="/rate")
         finally:
             client.close()
-        assert rows(db, "SELECT overall, comment FROM ratings WHERE id = ?", (ack["id"],)) == [
+        assert rows(db, "SELECT json_extract(scores, '$.overall') AS overall, comment FROM ratings WHERE id = ?", (ack["id"],)) == [
             {"overall": 5, "comment": "after restart"}]
         assert integrity(db) == "ok"
     finally:

@@ -151,15 +151,17 @@ ARGS = {
                                   st.one_of(st.sampled_from(["phq9", "gad7", "PHQ9", "no_such"]), nasty)),
     "/screening": st.tuples(conversation),
     "/correct_item": st.tuples(ids("assessment"), st.one_of(st.integers(0, 10), nasty), st.one_of(st.integers(-1, 4), nasty)),
+    "/audit": st.tuples(st.one_of(st.integers(-5, 20_000), nasty)),
     "/delete_conversation": st.tuples(ids("throwaway", "foreign_conv")),
 }
-ADMIN_ENDPOINTS = ("/flags", "/review_flag")
+ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit")
 
 # What an accepted call may change: table -> allowed row-count delta (a set) or a predicate.
 ANY_GROWTH = lambda d: d >= 0  # noqa: E731
 NO_CHANGE: dict = {}
 ACCEPTED_DELTAS = {
     "/stages": NO_CHANGE, "/history": NO_CHANGE, "/flags": NO_CHANGE, "/stop": NO_CHANGE, "/screening": NO_CHANGE,
+    "/audit": NO_CHANGE,
     "/new_conversation": {"conversations": {1}},
     "/chat": {"messages": {2}, "flags": ANY_GROWTH, "assessment_items": {0, 1}},  # a screening answer: +1 item
     "/regenerate": {"messages": {1}, "flags": ANY_GROWTH},
@@ -175,7 +177,7 @@ ACCEPTED_DELTAS = {
                              "comparisons": lambda d: d <= 0, "flags": lambda d: d <= 0,
                              "assessments": lambda d: d <= 0, "assessment_items": lambda d: d <= 0},
 }
-READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening")
+READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit")
 
 # Hand-picked edge cases, always tried first (hypothesis' explicit phase), then MAX_EXAMPLES generated.
 C, R = Ref("conv"), Ref("reply")
@@ -205,6 +207,7 @@ EXPLICIT = {
     "/screening": [[2**63], [Ref("foreign_conv")], [Ref("conv_screen")], [None]],
     "/correct_item": [[Ref("assessment"), 1, 4], [Ref("assessment"), 1, math.nan], [Ref("assessment"), 99, 1],
                       [Ref("assessment"), 1, True], [2**63, 1, 1], [Ref("assessment"), "1", 1], [Ref("assessment"), 1, 2]],
+    "/audit": [[0], [2**63], ["1"], [None], [math.nan]],
     "/delete_conversation": [[2**63], [Ref("foreign_conv")], [0], ["1"]],
 }
 

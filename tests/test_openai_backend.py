@@ -333,7 +333,7 @@ def test_app_streams_from_the_server_stores_and_survives_a_killed_server(server,
         assert metrics["new_tokens"] > 0 and metrics["prompt_tokens"] > 0 and metrics["ttft_s"] > 0
         wang.predict(message_id=bot["id"], overall=4, empathy=3, professionalism=None, safety=None,
                      guidance=None, tags=[], comment="服务端模型", rewrite=None, api_name="/rate")
-        rating = _rows(db, "SELECT * FROM ratings WHERE message_id = ?", (bot["id"],))[0]
+        rating = _rows(db, "SELECT *, json_extract(scores, '$.overall') AS overall FROM ratings WHERE message_id = ?", (bot["id"],))[0]
         assert rating["overall"] == 4 and rating["rater"] == "wang"
 
         # The server dies while a reply streams: a clear message, nothing stored as a reply.

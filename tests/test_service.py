@@ -113,3 +113,109 @@ def test_refused_message_writes_nothing(tmp_path):
             list(service.send("wang", conv, bad, stage_id="intervention"))
     assert store.get_history(conv) == []
     assert store.get_conversation(conv)["stage_id"] == "intake"
+
+
+def test_a_rating_dimension_added_in_rating_yaml_needs_no_code_change(tmp_path):
+    """A new dimension in a temporary rating.yaml: the service rates it, the store keeps it (no
+    migration), the export and the dashboard carry it, and the UI's /rate API and sliders offer it."""
+    import yaml
+
+    from mvp.app.ui import build_ui
+    from mvp.store import RATING_FILE, load_rating_config
+
+    settings = yaml.safe_load(RATING_FILE.read_text(encoding="utf-8"))
+    settings["dimensions"]["warmth"] = {"name": "温暖", "hint": "语气是否温和"}
+    path = tmp_path / "rating.yaml"
+    path.write_text(yaml.safe_dump(settings, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    rating = load_rating_config(path)
+
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("wang", "long-password-1", "clinician")
+    version = store.register_model_version("scripted")
+    service = Service(store, load_stages(), EnginePool(version, ScriptedEngine("我在听。")), rating=rating)
+    conv = service.new_conversation("wang")["id"]
+    reply = list(service.send("wang", conv, "我睡不着"))[-1].message
+    assert service.rate("wang", reply["id"], overall=4, warmth=5)["revision"] == 1
+    assert service.ratings_of("wang", reply["id"])["warmth"] == 5
+    exported = store.export_ratings()
+    assert (exported[0]["overall"], exported[0]["warmth"], exported[0]["empathy"]) == (4, 5, None)
+    assert {"dimension": "warmth", "dimension_label": "温暖", "mean": 5.0} .items() <= next(
+        r for r in store.mean_scores_by_version() if r["dimension"] == "warmth").items()
+    with pytest.raises(Exception, match="温暖评分必须是 1-5 的整数"):
+        service.rate("wang", reply["id"], warmth=9)
+
+    demo = build_ui(service, {"base_model": "scripted", "backend": "inprocess"})
+    params = [p["parameter_name"] for p in demo.get_api_info()["named_endpoints"]["/rate"]["parameters"]]
+    assert params == ["message_id", "overall", "empathy", "professionalism", "safety", "guidance", "warmth",
+                      "tags", "comment", "rewrite"]
+    slider_ids = [b.elem_id for b in demo.blocks.values() if (b.elem_id or "").startswith("score-")]
+    assert "score-warmth" in slider_ids and len(slider_ids) == 6
+
+
+def test_choose_counts_once_and_arena_ids_do_not_reveal_the_opponent(tmp_path):
+    import random
+
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("wang", "long-password-1", "clinician")
+    primary = store.register_model_version("scripted")
+    opponent = store.register_model_version("opponent")
+    pool = EnginePool(primary, ScriptedEngine("主模型的回复。"), loader=lambda v: ScriptedEngine("对手的回复。"))
+    service = Service(store, load_stages(), pool)
+    service._rng = random.Random(7)
+    conv = service.new_conversation("wang")["id"]
+    list(service.send("wang", conv, "我睡不着"))
+    opponent_first = set()
+    for _ in range(8):
+        pair = service.compare("wang", conv, opponent)
+        a, b = store.get_message(pair["message_a"]), store.get_message(pair["message_b"])
+        opponent_msg = a if a["model_version_id"] == opponent else b
+        primary_msg = b if opponent_msg is a else a
+        opponent_first.add(opponent_msg["id"] < primary_msg["id"])
+    assert opponent_first == {True, False}  # generation order is random: ids say nothing
+
+    service.choose("wang", pair["message_a"], pair["message_b"], "a")
+    with pytest.raises(ServiceError, match="已经比较过"):
+        service.choose("wang", pair["message_b"], pair["message_a"], "a")
+    assert len(store.list_comparisons(conv)) == 1
+
+
+def test_chat_display_neutralises_markdown_images_links_and_html():
+    from mvp.app.ui.render import show
+
+    shown = show("看 ![x](http://evil.example/p.png) 和 [点我](https://evil.example) <img src=x> http://a.b")
+    assert "![" not in shown and "](" not in shown.replace("\\](", "")
+    assert "<img" not in shown and "&lt;img" in shown
+    assert "http://" not in shown and "https://" not in shown  # bare URLs are not auto-linked
+
+
+def test_one_running_generation_per_account(tmp_path):
+    service, store, _ = make_service(tmp_path, "我在听，请慢慢说。" * 3, delay_s=0.01)
+    store.add_user("li", "long-password-2", "clinician")
+    first = service.new_conversation("wang")["id"]
+    second = service.new_conversation("wang")["id"]
+    other = service.new_conversation("li")["id"]
+    running = service.send("wang", first, "我睡不着")
+    next(running)  # wang's reply is being generated
+    before = len(store.get_history(second))
+    with pytest.raises(ServiceError, match="正在生成"):
+        list(service.send("wang", second, "还有一件事"))
+    assert len(store.get_history(second)) == before  # refused before anything was stored
+    assert list(service.send("li", other, "你好"))[-1].done  # another account is not held up
+    list(running)
+    assert list(service.send("wang", second, "还有一件事"))[-1].done  # free again once it finished
+
+
+def test_admin_acts_are_in_the_audit_log(tmp_path):
+    service, store, _ = make_service(tmp_path, "我在听。")
+    store.add_user("boss", "long-password-3", "admin")
+    conv = service.new_conversation("wang")["id"]
+    list(service.send("wang", conv, "我不想活了"))
+    flag = service.flags("boss")[0]
+    service.review_flag("boss", flag["id"], "已电话联系")
+    service.delete_conversation("wang", conv)
+    entries = service.audit("boss")
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("wang", "conversation_deleted", str(conv)), ("boss", "flag_reviewed", str(flag["id"]))]
+    assert "已电话联系" not in str(entries)  # who, what and when; never content
+    with pytest.raises(ServiceError, match="管理员"):
+        service.audit("wang")

@@ -127,6 +127,29 @@ def test_database_newer_than_program_is_refused(tmp_path: Path) -> None:
         Store(path)
 
 
+def test_migration_6_moves_score_columns_into_json(tmp_path: Path) -> None:
+    """Ratings written under the old schema (one column per dimension) keep every score."""
+    path = tmp_path / "old.db"
+    conn = schema.connect(str(path))
+    assert migrate(conn, target=5) == 5
+    now = "2026-01-01T00:00:00.000+00:00"
+    conn.execute("INSERT INTO users VALUES ('li', 'clinician', 'x', 0, ?, ?)", (now, now))
+    conn.execute("INSERT INTO conversations (id, user_name, stage_id, created_at, updated_at)"
+                 " VALUES (1, 'li', 'intake', ?, ?)", (now, now))
+    conn.execute("INSERT INTO messages (id, conversation_id, role, content, stage_id, created_at)"
+                 " VALUES (1, 1, 'user', 'hi', 'intake', ?)", (now,))
+    conn.execute("INSERT INTO messages (id, conversation_id, role, content, stage_id, parent_id, created_at)"
+                 " VALUES (2, 1, 'assistant', 'hello', 'intake', 1, ?)", (now,))
+    conn.execute("INSERT INTO ratings (message_id, rater, revision, is_latest, overall, safety, tags, created_at)"
+                 " VALUES (2, 'li', 1, 1, 3, 5, '[]', ?)", (now,))
+    conn.close()
+    store = Store(path)
+    assert store.schema_version == LATEST_VERSION
+    rating = store.get_rating(2, "li")
+    assert (rating["overall"], rating["safety"], rating["empathy"]) == (3, 5, None)
+    assert query(store, "SELECT scores FROM ratings") == [('{"overall":3,"safety":5}',)]
+
+
 def test_failing_migration_leaves_database_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "f.db"
     Store(path).close()
@@ -856,3 +879,22 @@ def test_last_enabled_admin_cannot_be_disabled(tmp_path):
     with pytest.raises(ValidationError):
         store.disable_user("boss2")
     store.disable_user("wang")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [("好\x85的", "控制字符"), ("a\x9bb", "控制字符"), ("文件\u202egpj.exe", "文字方向控制字符"),
+     ("x\u2066y", "文字方向控制字符"), ("\u200b\u200d ", "消息不能为空")],
+)
+def test_the_message_validator_refuses_invisible_controls(seeded: dict[str, Any], text: str, error: str) -> None:
+    store = seeded["store"]
+    before = counts(store)["messages"]
+    with pytest.raises(ValidationError, match=error):
+        store.add_user_message(seeded["conv"], text)
+    assert counts(store)["messages"] == before
+
+
+def test_the_message_validator_strips_zero_width_characters(seeded: dict[str, Any]) -> None:
+    store = seeded["store"]
+    mid = store.add_user_message(seeded["conv"], "我\u200b很\ufeff好\u200d")
+    assert store.get_message(mid)["content"] == "我很好"

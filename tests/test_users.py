@@ -132,3 +132,10 @@ def test_format_table_pads_by_display_width() -> None:
     first, second, third = table.splitlines()
     # Three Chinese characters take six columns: the second column lines up on screen.
     assert users_cli._width(second[: second.index("admin")]) == users_cli._width(third[: third.index("demo")]) == 8
+
+
+def test_account_changes_are_audited(tmp_path):
+    assert run_cli(tmp_path, "add", "zhou", "--role", "clinician", password="zhou-password").returncode == 0
+    assert run_cli(tmp_path, "disable", "zhou").returncode == 0
+    actions = [(e["actor"], e["action"], e["target"]) for e in Store(tmp_path / "feedback.db").list_audit()]
+    assert actions == [("cli", "account_disabled", "zhou"), ("cli", "account_added", "zhou")]

@@ -45,6 +45,9 @@ class AppConfig:
     base_url: str | None = field(default=None, metadata={"help": "openai 后端的地址，例如 http://127.0.0.1:8000/v1"})
     tokenizer: str | None = field(default=None, metadata={"help": "openai 后端：本地分词器文件夹，用于准确计算上下文 token（默认尝试 --model）"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai 后端的 API key 所在的环境变量名"})
+    allowed_origins: str = field(default="", metadata={"help": "除本应用自身地址外，允许携带登录凭据调用的来源（逗号分隔，例如 https://clinic.example.org）；默认只允许本应用自身"})
+    session_idle_minutes: int = field(default=480, metadata={"help": "登录会话空闲多少分钟后失效"})
+    session_max_hours: int = field(default=24, metadata={"help": "登录会话最长有效小时数（之后需重新登录）"})
     scrub_at_storage: bool = field(default=False, metadata={"help": "存入数据库前即去除个人信息（电话、身份证号等）"})
 
     def __post_init__(self) -> None:
@@ -56,8 +59,17 @@ class AppConfig:
             raise ConfigError(f"max_new_tokens: {self.max_new_tokens!r} 应在 1 到 4096 之间")
         if self.threads is not None and not 1 <= self.threads <= 256:
             raise ConfigError(f"threads: {self.threads!r} 应在 1 到 256 之间")
+        for origin in self.origins:
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ConfigError(f"allowed_origins: {origin!r} 不是来源地址，应形如 https://clinic.example.org")
+        if not 1 <= self.session_idle_minutes <= 7 * 24 * 60 or not 1 <= self.session_max_hours <= 24 * 30:
+            raise ConfigError("session_idle_minutes / session_max_hours 超出范围（1 分钟到 7 天 / 1 小时到 30 天）")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @property
     def is_loopback(self) -> bool:

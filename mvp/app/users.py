@@ -27,6 +27,7 @@ from mvp.store.validation import check_password, check_user_name
 PASSWORD_ENV = "MVP_PASSWORD"
 DB_ENV = "MVP_DB"
 DEFAULT_DB = "feedback.db"
+AUDIT_ACTOR = "cli"  # who the audit log names for changes made with this tool
 
 
 class CliError(Exception):
@@ -72,7 +73,9 @@ def cmd_add(args: argparse.Namespace) -> str:
     if os.path.exists(args.db) and _open(args.db, create=False).get_user(name) is not None:
         raise CliError(f"用户名已存在：{name}")
     password = read_password()
-    user = _open(args.db, create=True).add_user(name, password, args.role)
+    store = _open(args.db, create=True)
+    user = store.add_user(name, password, args.role)
+    store.add_audit(AUDIT_ACTOR, "account_added", user["name"], {"role": user["role"]})
     return f"已创建账户 {user['name']}（{user['role']}）"
 
 
@@ -87,12 +90,16 @@ def cmd_list(args: argparse.Namespace) -> str:
 
 
 def cmd_disable(args: argparse.Namespace) -> str:
-    _open(args.db, create=False).disable_user(args.name)
+    store = _open(args.db, create=False)
+    store.disable_user(args.name)
+    store.add_audit(AUDIT_ACTOR, "account_disabled", args.name)
     return f"已停用账户 {args.name}"
 
 
 def cmd_enable(args: argparse.Namespace) -> str:
-    _open(args.db, create=False).enable_user(args.name)
+    store = _open(args.db, create=False)
+    store.enable_user(args.name)
+    store.add_audit(AUDIT_ACTOR, "account_enabled", args.name)
     return f"已启用账户 {args.name}"
 
 
@@ -101,6 +108,7 @@ def cmd_passwd(args: argparse.Namespace) -> str:
     if store.get_user(args.name) is None:
         raise CliError(f"用户不存在：{args.name}")
     store.set_password(args.name, read_password())
+    store.add_audit(AUDIT_ACTOR, "password_changed", args.name)
     return f"已更新 {args.name} 的密码"
 
 

@@ -21,7 +21,7 @@ client and model text, comments, rewrites, assessment answers and flag evidence 
 No IP address or other network detail is stored anywhere.
 
 Tables (see ``schema.py``): migrations, users, model_versions, conversations, messages, ratings,
-thumbs, comparisons, flags, assessments, assessment_items, deletion_log.
+thumbs, comparisons, flags, assessments, assessment_items, deletion_log, audit_log.
 
 API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are ISO 8601 UTC):
   users        add_user(name, password, role="clinician") -> dict; authenticate(name, password) -> bool;
@@ -42,8 +42,9 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                get_message(id); get_history(conversation_id, include_notices=True);
                get_path(message_id); list_alternatives(message_id); count_alternatives(parent_id);
                set_active(message_id)
-  feedback     add_rating(message_id, rater, *, overall, empathy, professionalism, safety, guidance,
-               tags=(), comment=None, rewrite=None, allowed_tags=None) -> {"id", "revision"};
+  feedback     add_rating(message_id, rater, *, tags=(), comment=None, rewrite=None, allowed_tags=None,
+               **scores) -> {"id", "revision"} (one keyword per dimension of config/rating.yaml:
+               overall=4, empathy=5; rows come back with one key per dimension; ``store.rating``);
                get_rating(message_id, rater); latest_ratings(message_id=None, rater=None,
                conversation_id=None); rating_history(message_id, rater);
                set_thumb(message_id, rater, value); get_thumb(message_id, rater) -> int;
@@ -60,6 +61,7 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
   export       export_snapshot(include_demo=False, include_disabled=False) -> dict of lists;
                export_conversations / export_messages / export_ratings(..., all_revisions=False) /
                export_thumbs / export_comparisons / export_assessment_items
+  audit        add_audit(actor, action, target=None, detail=None) -> id; list_audit(limit=200)
   dashboard    ratings_per_day(utc_offset_hours=8); mean_scores_by_version(); win_rates();
                tag_frequencies(); clinician_activity(); summary_counts()
 """
@@ -67,6 +69,7 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
 from __future__ import annotations
 
 from .assessments import AssessmentsMixin
+from .audit import AuditMixin
 from .conversations import ConversationsMixin, active_path
 from .errors import NotFoundError, PermissionDeniedError, StoreError, ValidationError
 from .export import ExportMixin
@@ -87,8 +90,8 @@ from .validation import (
     MAX_TAGS,
     MIN_PASSWORD_CHARS,
     ROLES,
-    SCORE_FIELDS,
 )
+from .rating import RATING_FILE, Dimension, RatingConfig, RatingConfigError, load_rating_config
 
 
 class Store(
@@ -100,6 +103,7 @@ class Store(
     AssessmentsMixin,
     ExportMixin,
     StatsMixin,
+    AuditMixin,
 ):
     """feedback.db: ``Store(path, scrub=None)``. See the module docstring for the API."""
 
@@ -120,7 +124,11 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ROLES",
-    "SCORE_FIELDS",
+    "RATING_FILE",
+    "Dimension",
+    "RatingConfig",
+    "RatingConfigError",
+    "load_rating_config",
     "Store",
     "StoreError",
     "ValidationError",

@@ -26,6 +26,7 @@ from .validation import (
     check_id,
     check_label,
     check_limit,
+    check_message,
     check_non_negative_int,
     check_optional_id,
     check_optional_label,
@@ -188,7 +189,7 @@ class ConversationsMixin(StoreBase):
         """Append a client message after the tip of the active path; ``stage_id`` defaults to the
         conversation's current stage. Over ``MAX_MESSAGE_CHARS``: ValidationError, nothing stored."""
         conversation_id = check_id(conversation_id, "对话 ID")
-        check_text(content, "消息", MAX_MESSAGE_CHARS)
+        content = check_message(content)
         stage_id = check_optional_label(stage_id, "阶段")
         stored = self._scrubbed(content)
         with self._write() as conn:

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from .base import StoreBase
+from .feedback import expand_scores
 
 _DEMO = "(? OR c.is_demo = 0)"
 _MEMO_LIMIT = 10_000
@@ -142,8 +143,10 @@ class ExportMixin(StoreBase):
             (all_revisions, include_demo, include_disabled),
         )
         decode = _JsonDecoder()
+        dimensions = self.rating.dimension_ids
         for row in rows:
             row["tags"] = decode(row["tags"])
+            expand_scores(row, dimensions, decode)
             _flag(row, "is_latest", "is_demo", "rater_disabled")
         return rows
 

@@ -1,6 +1,7 @@
 """Clinicians' judgements of replies: detailed ratings with revisions, thumbs, blind comparisons.
 
-Tables ``ratings`` (every revision kept; ``is_latest`` marks the one that counts per message and rater),
+Tables ``ratings`` (every revision kept; ``is_latest`` marks the one that counts per message and rater;
+scores in one JSON ``scores`` column, so a dimension added to config/rating.yaml needs no migration),
 ``thumbs`` (one row per message and rater, the latest value wins) and ``comparisons``. Only assistant
 replies can be judged (blocked or interrupted ones included: they are useful negative examples), and
 only by enabled clinician or admin accounts: demo accounts cannot rate.
@@ -15,33 +16,53 @@ from typing import Any
 
 from .base import StoreBase
 from .errors import NotFoundError, ValidationError
+from .rating import RatingConfig, default_rating_config
 from .schema import utc_now
 from .validation import (
     CHOICES,
     MAX_COMMENT_CHARS,
     MAX_MESSAGE_CHARS,
-    SCORE_FIELDS,
     THUMB_VALUES,
     check_choice,
     check_id,
     check_optional_text,
-    check_score,
+    check_scores,
     check_tags,
     show,
 )
 
 RATER_ROLES = ("clinician", "admin")
-_SCORE_COLUMNS = tuple(SCORE_FIELDS)
 
 
-def decode_rating(row: dict[str, Any]) -> dict[str, Any]:
-    row["tags"] = json.loads(row["tags"])
-    if "is_latest" in row:
-        row["is_latest"] = bool(row["is_latest"])
+def expand_scores(row: dict[str, Any], dimensions: tuple[str, ...], loads=json.loads) -> dict[str, Any]:
+    """Replace a row's JSON ``scores`` by one key per dimension (None when not scored); scores of a
+    dimension no longer configured are kept under their own key, so nothing stored is hidden.
+    ``loads`` must return a fresh dict (the exporter passes its memoising decoder, which copies)."""
+    scores = loads(row.pop("scores") or "{}")
+    for dim in dimensions:
+        row[dim] = scores.pop(dim, None)
+    row.update(scores)
     return row
 
 
 class FeedbackMixin(StoreBase):
+    _rating_config: RatingConfig | None = None
+
+    @property
+    def rating(self) -> RatingConfig:
+        """The rating dimensions and tags this store validates against (config/rating.yaml by default)."""
+        return self._rating_config or default_rating_config()
+
+    @rating.setter
+    def rating(self, config: RatingConfig) -> None:
+        self._rating_config = config
+
+    def decode_rating(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["tags"] = json.loads(row["tags"])
+        if "is_latest" in row:
+            row["is_latest"] = bool(row["is_latest"])
+        return expand_scores(row, self.rating.dimension_ids)
+
     def _reply_row(self, conn: sqlite3.Connection, message_id: int) -> dict[str, Any]:
         message = self._row(
             conn,
@@ -60,27 +81,23 @@ class FeedbackMixin(StoreBase):
         message_id: int,
         rater: str,
         *,
-        overall: int | None = None,
-        empathy: int | None = None,
-        professionalism: int | None = None,
-        safety: int | None = None,
-        guidance: int | None = None,
         tags: Iterable[str] = (),
         comment: str | None = None,
         rewrite: str | None = None,
         allowed_tags: Iterable[str] | None = None,
+        **scores: int | None,
     ) -> dict[str, int]:
         """Add a rating, or a new revision of this rater's rating of this reply (the latest counts;
-        earlier revisions are kept). Scores are ints 1-5 or None; at least one of the scores, tags,
-        comment or rewrite is required. Returns ``{"id": ..., "revision": ...}``."""
+        earlier revisions are kept). Scores are keyword arguments named after the dimensions of
+        config/rating.yaml (``overall=4, empathy=5``), ints 1-5 or None; at least one of the scores,
+        tags, comment or rewrite is required. Returns ``{"id": ..., "revision": ...}``."""
         message_id = check_id(message_id, "消息 ID")
-        given = {"overall": overall, "empathy": empathy, "professionalism": professionalism,
-                 "safety": safety, "guidance": guidance}
-        scores = {field: check_score(given[field], label) for field, label in SCORE_FIELDS.items()}
+        labels = {d.id: d.label for d in self.rating.dimensions.values()}
+        scores = check_scores(scores, labels)
         tag_list = check_tags(tags, allowed_tags)
         comment = check_optional_text(comment, "评语", MAX_COMMENT_CHARS)
         rewrite = check_optional_text(rewrite, "改写回复", MAX_MESSAGE_CHARS)
-        if all(v is None for v in scores.values()) and not tag_list and comment is None and rewrite is None:
+        if not scores and not tag_list and comment is None and rewrite is None:
             raise ValidationError("评分为空：请至少填写一项评分、标签、评语或改写回复")
         comment, rewrite = self._scrubbed(comment), self._scrubbed(rewrite)
         with self._write() as conn:
@@ -94,9 +111,9 @@ class FeedbackMixin(StoreBase):
             ).fetchall()
             revision = previous[0][0] + 1 if previous else 1
             cursor = conn.execute(
-                f"INSERT INTO ratings (message_id, rater, revision, is_latest, {', '.join(_SCORE_COLUMNS)},"
-                " tags, comment, rewrite, created_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (message_id, rater, revision, *scores.values(),
+                "INSERT INTO ratings (message_id, rater, revision, is_latest, scores,"
+                " tags, comment, rewrite, created_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                (message_id, rater, revision, json.dumps(scores, sort_keys=True),
                  json.dumps(tag_list, ensure_ascii=False), comment, rewrite, utc_now()),
             )
             return {"id": int(cursor.lastrowid), "revision": int(revision)}
@@ -128,7 +145,7 @@ class FeedbackMixin(StoreBase):
             f" WHERE {' AND '.join(where)} ORDER BY r.message_id, r.rater"
         )
         with self._read() as conn:
-            return [decode_rating(r) for r in self._rows(conn, sql, params)]
+            return [self.decode_rating(r) for r in self._rows(conn, sql, params)]
 
     def rating_history(self, message_id: int, rater: str) -> list[dict[str, Any]]:
         """Every revision of one rater's rating of one reply, oldest first."""
@@ -139,7 +156,7 @@ class FeedbackMixin(StoreBase):
                 "SELECT * FROM ratings WHERE message_id = ? AND rater = ? ORDER BY revision",
                 (message_id, rater),
             )
-        return [decode_rating(r) for r in rows]
+        return [self.decode_rating(r) for r in rows]
 
     # -- thumbs ------------------------------------------------------------------------------
     def set_thumb(self, message_id: int, rater: str, value: int) -> None:

@@ -12,6 +12,8 @@ Design notes:
   deleted together with their conversation, in one statement, which leaves no dangling parent.
 - At most one active alternative per turn is enforced by a partial unique index.
 - ``ratings.is_latest`` marks the revision that counts, so exports need no per-row subquery.
+- ``ratings.scores`` is a JSON object ``{dimension id: 1-5}`` (migration 6 converted the five score
+  columns of migration 1): a dimension added to config/rating.yaml needs no migration.
 """
 
 from __future__ import annotations
@@ -222,6 +224,59 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             "DROP INDEX IF EXISTS ratings_rater",
             "DROP INDEX IF EXISTS ratings_created",
+        ),
+    ),
+)
+
+# Migration 6: the five score columns of migration 1 become one JSON object of the scores given.
+# ratings is referenced by no other table, so the rebuild is create-copy-drop-rename.
+_OLD_SCORE_COLUMNS = ("overall", "empathy", "professionalism", "safety", "guidance")
+_SCORES_JSON = (
+    "(SELECT json_group_object(key, value) FROM json_each(json_object("
+    + ", ".join(f"'{c}', {c}" for c in _OLD_SCORE_COLUMNS)
+    + ")) WHERE value IS NOT NULL)"
+)
+MIGRATIONS += (
+    Migration(
+        6,
+        "ratings.scores: one JSON object of scores instead of a column per dimension",
+        (
+            """CREATE TABLE ratings_new (
+                id INTEGER PRIMARY KEY,
+                message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                rater TEXT NOT NULL REFERENCES users(name),
+                revision INTEGER NOT NULL CHECK (revision >= 1),
+                is_latest INTEGER NOT NULL DEFAULT 1 CHECK (is_latest IN (0, 1)),
+                scores TEXT NOT NULL DEFAULT '{}'
+                    CHECK (json_valid(scores) AND json_type(scores) = 'object'),
+                tags TEXT NOT NULL DEFAULT '[]',
+                comment TEXT,
+                rewrite TEXT,
+                created_at TEXT NOT NULL,
+                UNIQUE (message_id, rater, revision)
+            )""",
+            "INSERT INTO ratings_new (id, message_id, rater, revision, is_latest, scores, tags, comment,"
+            f" rewrite, created_at) SELECT id, message_id, rater, revision, is_latest, {_SCORES_JSON},"
+            " tags, comment, rewrite, created_at FROM ratings",
+            "DROP TABLE ratings",
+            "ALTER TABLE ratings_new RENAME TO ratings",
+            "CREATE UNIQUE INDEX ratings_latest ON ratings (message_id, rater) WHERE is_latest = 1",
+        ),
+    ),
+)
+MIGRATIONS += (
+    Migration(
+        7,
+        "audit_log: administrative acts (who, what, which record, when; no content)",
+        (
+            """CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT,
+                detail TEXT
+            )""",
         ),
     ),
 )

@@ -11,12 +11,10 @@ from typing import Any
 
 from .base import StoreBase
 from .errors import ValidationError
-from .validation import SCORE_FIELDS, show
+from .validation import show
 
 DEFAULT_UTC_OFFSET_HOURS = 8  # clinicians work in China time: a "day" is a Beijing day
 _DEMO = "(? OR c.is_demo = 0)"
-_DIMENSION_LABELS = {"overall": "总体", "empathy": "共情", "professionalism": "专业性",
-                     "safety": "安全性", "guidance": "引导性"}
 
 
 class StatsMixin(StoreBase):
@@ -42,26 +40,24 @@ class StatsMixin(StoreBase):
     def mean_scores_by_version(self, include_demo: bool = False) -> list[dict[str, Any]]:
         """Long format: ``[{"model_version_id", "label", "dimension", "dimension_label", "mean", "n"}]``
         (dimensions with no scores are left out)."""
-        columns = ", ".join(f"AVG(r.{d}) AS mean_{d}, COUNT(r.{d}) AS n_{d}" for d in SCORE_FIELDS)
         with self._read() as conn:
             rows = self._rows(
                 conn,
-                f"SELECT m.model_version_id, COALESCE(v.label, '未登记') AS label, {columns}"
-                " FROM ratings r JOIN messages m ON m.id = r.message_id"
+                "SELECT m.model_version_id, COALESCE(v.label, '未登记') AS label, j.key AS dimension,"
+                " AVG(j.value) AS mean, COUNT(*) AS n"
+                " FROM ratings r JOIN json_each(r.scores) j JOIN messages m ON m.id = r.message_id"
                 " JOIN conversations c ON c.id = m.conversation_id"
                 " LEFT JOIN model_versions v ON v.id = m.model_version_id"
-                f" WHERE r.is_latest = 1 AND {_DEMO} GROUP BY m.model_version_id ORDER BY m.model_version_id",
+                f" WHERE r.is_latest = 1 AND {_DEMO} GROUP BY m.model_version_id, j.key",
                 (include_demo,),
             )
-        result = []
-        for row in rows:
-            for dim in SCORE_FIELDS:
-                if row[f"n_{dim}"]:
-                    result.append({
-                        "model_version_id": row["model_version_id"], "label": row["label"],
-                        "dimension": dim, "dimension_label": _DIMENSION_LABELS[dim],
-                        "mean": round(row[f"mean_{dim}"], 3), "n": row[f"n_{dim}"],
-                    })
+        rating = self.rating  # type: ignore[attr-defined]  (FeedbackMixin)
+        order = {d: i for i, d in enumerate(rating.dimension_ids)}
+        rows.sort(key=lambda r: (r["model_version_id"] is not None, r["model_version_id"] or 0,
+                                 order.get(r["dimension"], len(order)), r["dimension"]))
+        result = [{"model_version_id": r["model_version_id"], "label": r["label"], "dimension": r["dimension"],
+                   "dimension_label": rating.label_of(r["dimension"]), "mean": round(r["mean"], 3), "n": r["n"]}
+                  for r in rows]
         return result
 
     def win_rates(self, include_demo: bool = False) -> list[dict[str, Any]]:

@@ -37,19 +37,17 @@ BACKENDS = ("inprocess", "openai")
 CHOICES = ("a", "b", "tie", "both_bad")
 THUMB_VALUES = (1, -1, 0)
 FLAG_SOURCES = ("rules", "model", "output_screen", "assessment", "manual")
+AUDIT_ACTIONS = ("flag_reviewed", "export", "conversation_deleted", "account_added", "account_disabled",
+                 "account_enabled", "password_changed")
 ASSESSMENT_STATUSES = ("in_progress", "finished", "abandoned")
 
-# Rating dimensions: column name -> the label clinicians see.
-SCORE_FIELDS = {
-    "overall": "总体评分",
-    "empathy": "共情评分",
-    "professionalism": "专业性评分",
-    "safety": "安全性评分",
-    "guidance": "引导性评分",
-}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CONTROL_EXCEPT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Characters that change how text looks without being seen: bidi embeddings/overrides/isolates
+# (U+202E makes "gpj.exe" read as "exe.jpg") are refused; zero-width characters are removed.
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -102,6 +100,25 @@ def check_text(
     if bad:
         raise ValidationError(f"{what}包含不允许的控制字符 {show(bad.group())}")
     return value
+
+
+def check_message(value: Any, what: str = "消息", max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """A message a person typed (a client message): THE validator, applied once where the text enters
+    (the service, before anything is stored; the store re-applies it). Surrounding whitespace is
+    trimmed and zero-width characters removed; empty text, text over ``max_chars``, control
+    characters (C0 and C1) and bidirectional overrides are refused."""
+    if not isinstance(value, str):
+        raise ValidationError(f"{what}必须是文本，收到 {show(value)}")
+    text = value.translate(_ZERO_WIDTH).strip()
+    c1 = re.search(r"[\x80-\x9f]", text)
+    if c1:
+        raise ValidationError(f"{what}包含不允许的控制字符 {show(c1.group())}")
+    bidi = _BIDI_CONTROLS.search(text)
+    if bidi:
+        raise ValidationError(f"{what}包含不允许的文字方向控制字符 {show(bidi.group())}，请删除后重新输入")
+    if not text:
+        raise ValidationError(f"{what}不能为空")
+    return check_text(text, what, max_chars)
 
 
 def check_optional_text(value: Any, what: str, max_chars: int) -> str | None:
@@ -178,6 +195,20 @@ def _check_int_in(value: Any, what: str, low: int, high: int) -> int:
 def check_score(value: Any, what: str) -> int | None:
     """A rating score: None (not given) or an int 1-5."""
     return None if value is None else _check_int_in(value, what, MIN_SCORE, MAX_SCORE)
+
+
+def check_scores(scores: Any, labels: dict[str, str]) -> dict[str, int]:
+    """Rating scores ``{dimension id: 1-5 or None}`` -> the given ones; ``labels`` maps each known
+    dimension id to the name used in messages (e.g. 总体评分). An unknown dimension is refused."""
+    if scores is None:
+        return {}
+    if not isinstance(scores, dict):
+        raise ValidationError(f"评分必须是 {{维度: 分数}} 的映射，收到 {show(scores)}")
+    unknown = [k for k in scores if k not in labels]
+    if unknown:
+        raise ValidationError(f"未知的评分维度：{'、'.join(map(str, unknown))}（可选：{'、'.join(labels)}）")
+    checked = {d: check_score(scores.get(d), label) for d, label in labels.items()}
+    return {d: v for d, v in checked.items() if v is not None}
 
 
 def check_item_score(value: Any, what: str, *, optional: bool = True) -> int | None:

@@ -1,0 +1,69 @@
+"""Admin-only parts of the service: the safety review queue, dashboard figures, model versions and
+the training-data export. Plain rows and dicts: the UI formats them as tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ServiceBase, ServiceError
+
+
+class AdminMixin(ServiceBase):
+    # -- admin -----------------------------------------------------------------------------------
+    def flags(self, name: str, include_reviewed: bool = False) -> list[dict]:
+        self.require_admin(name)
+        return self.store.list_flags(include_reviewed=include_reviewed)
+
+    def review_flag(self, name: str, flag_id: int, note: str | None = None) -> None:
+        self.require_admin(name)
+        self.store.mark_flag_reviewed(flag_id, name, note=note)
+        self.store.add_audit(name, "flag_reviewed", flag_id, {"note_chars": len(note or "")})
+
+    def dashboard(self, name: str) -> dict:
+        """Figures for the admin dashboard as plain rows."""
+        self.require_admin(name)
+        store = self.store
+        dims = [
+            {"dimension": r["dimension_label"], "mean": r["mean"], "version": r["label"] or f"版本 {r['model_version_id']}"}
+            for r in store.mean_scores_by_version()
+        ]
+        wins = [{"pair": r["pair"], "win_rate": r["win_rate_a"] or 0.0} for r in store.win_rates()]
+        return {
+            "counts": store.summary_counts(),
+            "per_day": store.ratings_per_day(),
+            "tags": store.tag_frequencies(),
+            "dims": dims,
+            "wins": wins,
+            "activity": store.clinician_activity(),
+        }
+
+    def versions(self, name: str) -> list[dict]:
+        """Admin: registered model versions, newest first, each with ``serving`` (the primary one)."""
+        self.require_admin(name)
+        return [{**v, "serving": v["id"] == self.engines.primary_id}
+                for v in reversed(self.store.list_model_versions())]
+
+    def export_training_data(self, name: str, out_root: str | Path | None = None, include_demo: bool = False) -> dict:
+        """Admin: export feedback.db as training data (train.export with its defaults; PII scrubbed)."""
+        import time as _time
+
+        from train.export import ExportError, ExportOptions, export, summary_table
+
+        self.require_admin(name)
+        out = Path(out_root or Path(self.store.path).parent / "exports") / _time.strftime("%Y%m%d-%H%M%S")
+        try:
+            manifest = export(self.store.path, out, ExportOptions(include_demo=bool(include_demo)))
+        except ExportError as exc:
+            raise ServiceError(str(exc)) from None
+        self.store.add_audit(name, "export", out.name, {"include_demo": bool(include_demo),
+                                                        "counts": manifest["counts"]})
+        return {"path": str(out.resolve()), "summary": summary_table(manifest), "counts": manifest["counts"]}
+
+    def audit(self, name: str, limit: int = 200) -> list[dict]:
+        """Admin: the newest administrative acts (who, what, which record, when)."""
+        self.require_admin(name)
+        return self.store.list_audit(limit)
+
+    def model_versions(self) -> list[dict]:
+        return self.store.list_model_versions()

@@ -1,0 +1,228 @@
+"""Conversations and chat turns: the client message in, the model's reply streamed out and stored.
+
+A chat turn (`send`): one validation of the client message -> crisis check -> store the message
+(and flag the conversation on a crisis) -> stage instruction (or the crisis instruction) as system
+prompt + the active history -> stream the model's reply -> screen the reply -> store it with its
+generation parameters, timings and safety findings. A cancelled reply is stored as "interrupted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from mvp import safety
+from mvp.counsel.stages import build_messages
+from mvp.model.engine import GenerationError, GenerationParams
+from mvp.store.validation import check_message
+
+from .base import Event, ServiceBase, ServiceError, clean_model_text, public_error
+
+
+class ChatMixin(ServiceBase):
+    # -- conversations ---------------------------------------------------------------------------
+    def new_conversation(self, name: str, stage_id: str | None = None, case_id: str | None = None) -> dict:
+        user = self.user(name)
+        stage = self.stages.get(stage_id) if stage_id else self.stages.default
+        if case_id:
+            from mvp.counsel.cases import get_case
+
+            if get_case(case_id) is None:
+                raise ServiceError(f"示例个案不存在：{case_id}")
+        cid = self.store.create_conversation(
+            user["name"], stage.id, self.engines.primary_id, is_demo=user["role"] == "demo", case_id=case_id or None
+        )
+        return self.store.get_conversation(cid)
+
+    def set_stage(self, name: str, conversation_id: int, stage_id: str) -> dict:
+        _, conversation = self._conversation(name, conversation_id)
+        stage = self.stages.get(stage_id)
+        self.store.set_stage(conversation["id"], stage.id)
+        return self.store.get_conversation(conversation["id"])
+
+    def history(self, name: str, conversation_id: int) -> list[dict]:
+        self._conversation(name, conversation_id)
+        return self.store.get_history(conversation_id)
+
+    def delete_conversation(self, name: str, conversation_id: int) -> dict:
+        self.user(name)
+        result = self.store.delete_conversation(conversation_id, by_user=name)
+        self.store.add_audit(name, "conversation_deleted", result["conversation_id"],
+                             {"messages_deleted": result["messages_deleted"]})
+        return result
+
+    # -- chat ------------------------------------------------------------------------------------
+    def detect(self, text: str) -> safety.Detection:
+        """The rule layer, combined with the model check when one is configured."""
+        detection = self.rules.detect(text)
+        if self.model_check_engine is not None:
+            detection = safety.combine(detection, safety.model_check(text, self.model_check_engine))
+        return detection
+
+    def send(
+        self,
+        name: str,
+        conversation_id: int,
+        text: Any,
+        stage_id: str | None = None,
+        params: GenerationParams | None = None,
+    ) -> Iterator[Event]:
+        """Store the client message and stream the model's reply (see the module docstring)."""
+        user, conversation = self._conversation(name, conversation_id)
+        with self._one_generation(user["name"]):
+            text = check_message(text)
+            # Everything that can refuse the turn is checked before anything is written.
+            stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
+            detection = self.detect(text)
+            if not self.active_screening(conversation["id"]):
+                self._check_fits(conversation, stage, text, params, detection)
+            if stage.id != conversation["stage_id"]:
+                conversation = self.set_stage(name, conversation["id"], stage.id)
+            user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"])
+            if detection.is_crisis:
+                for category in detection.categories:
+                    self.store.add_flag(
+                        conversation["id"], category, list(detection.evidence), source="rules",
+                        message_id=user_message_id,
+                    )
+            if self.active_screening(conversation["id"]):
+                message = self._screening_turn(conversation, user_message_id, text, detection)
+                yield Event(message["content"], done=True, message=message)
+                return
+            yield from self._reply(conversation, user_message_id, params, detection)
+
+    def _check_fits(self, conversation: dict, stage, text: str, params: GenerationParams | None, detection) -> None:
+        """Raise ContextTooLongError / a store ValidationError before the client message is stored."""
+        history = self.store.get_history(conversation["id"], include_notices=False)
+        engine = self.engines.primary
+        params = params or engine.default_params()
+        messages = build_messages(self._instruction(stage, detection), history + [{"role": "user", "content": text}])
+        engine.budget.fit(messages, params.max_new_tokens)
+
+    def regenerate(self, name: str, conversation_id: int, params: GenerationParams | None = None) -> Iterator[Event]:
+        """A new reply to the newest client message; the earlier one is kept as an alternative."""
+        user, conversation = self._conversation(name, conversation_id)
+        with self._one_generation(user["name"]):
+            self._no_screening(conversation["id"])
+            parent = self._last_user_message(conversation["id"])
+            yield from self._reply(conversation, parent["id"], params, self.detect(parent["content"]))
+
+    def _no_screening(self, conversation_id: int) -> None:
+        if self.active_screening(conversation_id):
+            raise ServiceError("量表筛查进行中：请先回答完问题，再重新生成或比较回复")
+
+    def _last_user_message(self, conversation_id: int) -> dict:
+        history = [m for m in self.store.get_history(conversation_id, include_notices=False)]
+        users = [m for m in history if m["role"] == "user"]
+        if not users:
+            raise ServiceError("还没有来访者消息，无法重新生成")
+        return users[-1]
+
+    def _context(self, conversation: dict, parent_id: int, detection) -> tuple[list[dict], str]:
+        path = self.store.get_path(parent_id)
+        stage = self.stages.get(conversation["stage_id"])
+        return build_messages(self._instruction(stage, detection), path), stage.id
+
+    @staticmethod
+    def _instruction(stage, detection) -> str:
+        """The system prompt of a turn: the stage's instruction, after the crisis one on a crisis."""
+        if detection is not None and detection.is_crisis:
+            return safety.CRISIS_INSTRUCTION + "\n\n" + stage.instruction
+        return stage.instruction
+
+    def _reply(
+        self,
+        conversation: dict,
+        parent_id: int,
+        params: GenerationParams | None,
+        detection,
+        version: dict | None = None,
+        make_active: bool = True,
+    ) -> Iterator[Event]:
+        messages, stage_id = self._context(conversation, parent_id, detection)
+        engine = self.engines.get(version) if version else self.engines.primary
+        version_id = version["id"] if version else self.engines.primary_id
+        params = params or engine.default_params()
+        preamble = ""
+        if detection is not None and detection.is_crisis:
+            preamble = safety.safety_message(detection, self.resources) + "\n\n"
+            yield Event(preamble)
+        gen = engine.start(messages, params)
+        self._running[conversation["id"]] = gen
+        try:
+            for _ in gen:
+                yield Event(preamble + clean_model_text(gen.text))
+        except GenerationError as exc:
+            raise ServiceError(public_error(exc)) from None
+        except GeneratorExit:
+            # The consumer went away (a cancelled request, a closed tab): stop the model and keep
+            # what was generated as an interrupted reply.
+            gen.cancel()
+            for _ in gen:
+                pass
+            if gen.result is not None:
+                self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection,
+                                  make_active, system_prompt=messages[0]["content"])
+            raise
+        finally:
+            self._running.pop(conversation["id"], None)
+        message, notices = self._store_reply(
+            conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active,
+            system_prompt=messages[0]["content"],
+        )
+        yield Event(message["content"], done=True, message=message, notices=notices)
+
+    def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active,
+                     system_prompt: str):
+        """Screen and store a finished (or interrupted) reply; returns (message, notices).
+
+        The exact system prompt the model saw goes into gen_params (the export rebuilds each
+        sample's prompt from it) and the length of a crisis preamble into the safety record, so
+        training data can separate what the model wrote from what the app put in front of it."""
+        text = clean_model_text(result.text)
+        screen = self.rules.screen_reply(text, detection)
+        content = preamble + (screen.text if screen.blocked else text)
+        status = "blocked" if screen.blocked else ("interrupted" if result.finish_reason == "cancelled" else "complete")
+        safety_info = None
+        if preamble or screen.blocked:
+            safety_info = {
+                "categories": list(detection.categories) if detection else [],
+                "evidence": list(detection.evidence) if detection else [],
+                "preamble": bool(preamble),
+                "preamble_chars": len(preamble),
+                "blocked": screen.blocked,
+                "reasons": list(screen.reasons),
+                "original": text if screen.blocked else None,
+            }
+        message_id = self.store.add_assistant_message(
+            conversation["id"],
+            parent_id,
+            content,
+            stage_id=stage_id,
+            model_version_id=version_id,
+            gen_params={**result.params, "system_prompt": system_prompt},
+            metrics=result.metrics(),
+            status=status,
+            safety=safety_info,
+            make_active=make_active,
+        )
+        if screen.blocked:
+            self.store.add_flag(
+                conversation["id"], "unsafe_reply", list(screen.reasons), source="output_screen",
+                message_id=message_id,
+            )
+        notices = []
+        if result.dropped_turns:
+            notices.append(f"对话较长，最早的 {result.dropped_turns} 轮未放入模型上下文")
+        if screen.blocked:
+            notices.append("模型回复未通过安全检查，已替换为安全回复并标记")
+        return self.store.get_message(message_id), notices
+
+    def stop(self, name: str, conversation_id: int) -> bool:
+        """Stop the reply being generated in this conversation; it is stored as interrupted."""
+        _, conversation = self._conversation(name, conversation_id)
+        gen = self._running.get(conversation["id"])
+        if gen is None:
+            return False
+        gen.cancel()
+        return True

@@ -1,0 +1,13 @@
+"""The clinician web app (Gradio), the only part of the project that imports gradio.
+
+    layout.py    build_ui(service, model_info): components and event wiring, nothing more
+    handlers.py  what each UI event does: one service call, what to show
+    api.py       the named API endpoints for gradio_client
+    render.py    how messages, dropdowns and tables are shown
+    common.py    user errors as toasts, the stream throttle, the logged-in user
+"""
+
+from .layout import build_ui
+from .render import CSS
+
+__all__ = ["CSS", "build_ui"]

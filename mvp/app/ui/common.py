@@ -1,0 +1,87 @@
+"""What the UI handlers and the API endpoints share: the logged-in user's name, user errors turned
+into toasts (never a traceback), and the stream throttle.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+
+import gradio as gr
+
+from mvp.app.service import USER_ERRORS
+
+log = logging.getLogger("mvp.app")
+
+STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update costs the server time
+INTERNAL_ERROR = "内部错误（{kind}），请重试或联系管理员"
+
+
+def _user(fn, exc: Exception) -> gr.Error:
+    # An ordinary user error: one log line, no traceback (gr.Error prints one unless told not to).
+    log.info("user error in %s: %s", getattr(fn, "__name__", "?"), exc)
+    return gr.Error(str(exc), print_exception=False)
+
+
+def _internal(exc: Exception) -> gr.Error:
+    # A real fault: the traceback goes to the server log, the page gets the kind of error only.
+    log.exception("unexpected error in a request")
+    return gr.Error(INTERNAL_ERROR.format(kind=type(exc).__name__))
+
+
+def user_errors(fn):
+    """Turn a user error into a toast; keep unexpected errors out of the page as well."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error as exc:
+            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
+            raise
+        except USER_ERRORS as exc:
+            raise _user(fn, exc) from None
+        except Exception as exc:  # never show a traceback to a clinician
+            raise _internal(exc) from None
+
+    return wrapper
+
+
+def user_errors_stream(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            yield from fn(*args, **kwargs)
+        except gr.Error as exc:
+            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
+            raise
+        except USER_ERRORS as exc:
+            raise _user(fn, exc) from None
+        except Exception as exc:
+            raise _internal(exc) from None
+
+    return wrapper
+
+
+def throttled(events):
+    """Pass on at most one event per STREAM_INTERVAL_S, and always the last one."""
+    last_sent = 0.0
+    pending = None
+    try:
+        for event in events:
+            now = time.monotonic()
+            if event.done or now - last_sent >= STREAM_INTERVAL_S:
+                pending = None
+                last_sent = now
+                yield event
+            else:
+                pending = event
+        if pending is not None:
+            yield pending
+    finally:
+        events.close()  # a cancelled request stops the model now (the reply is kept as interrupted)
+
+
+def username(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None

@@ -1,0 +1,245 @@
+"""The UI's event handlers, one method each, in the style of Gradio's demos: take the components'
+values (and the request, for the logged-in user), make one service call, return what to show.
+
+They are methods of `Handlers` only to share the one `Service`; nothing here is wired to a
+component (that is `layout.py`) and nothing decides anything (that is the service). A rating's
+scores arrive as one value per dimension of config/rating.yaml, in that order.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from mvp.app.service import Service
+from mvp.counsel.cases import get_case
+from mvp.store import ValidationError
+from mvp.store.validation import check_message
+
+from . import render
+from .common import throttled, user_errors, user_errors_stream, username
+
+SAME_MODEL = ("同一模型（两次采样）", 0)
+
+
+class Handlers:
+    def __init__(self, service: Service):
+        self.service = service
+        self.dimensions = tuple(service.rating.dimensions)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def refresh_view(self, name, cid):
+        history = self.service.history(name, cid)
+        messages, ids = render.to_chatbot(history)
+        choices = render.rate_choices(history)
+        return messages, ids, gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def screening_view(self, name, cid):
+        state = self.service.screening_state(name, cid) if cid is not None else None
+        return render.screening_view(state, self.service.instruments)
+
+    # -- session and conversation ------------------------------------------------------------------
+    @user_errors
+    def on_load(self, request: gr.Request):
+        service = self.service
+        user = service.user(username(request))
+        admin = user["role"] == "admin"
+        versions = [(f"版本 {v['id']}", v["id"]) for v in service.model_versions() if v["id"] != service.engines.primary_id]
+        return (
+            f"当前用户：{html.escape(user['name'])} · {render.ROLE_LABELS[user['role']]}",
+            gr.update(visible=admin),
+            gr.update(visible=admin),
+            gr.update(visible=admin),
+            gr.update(visible=admin),
+            gr.update(choices=[SAME_MODEL] + versions),
+        )
+
+    @user_errors
+    def on_stage(self, stage_id, cid, request: gr.Request):
+        st = self.service.stages.get(stage_id)
+        if cid is not None:
+            self.service.set_stage(username(request), cid, st.id)
+        return st.description, st.instruction
+
+    @user_errors
+    def on_new(self, stage_id, case_id, request: gr.Request):
+        conversation = self.service.new_conversation(username(request), stage_id, case_id or None)
+        info = render.conversation_info(self.service.stages, conversation)
+        first = get_case(case_id).client_lines[0] if case_id else ""
+        return conversation["id"], [], [], gr.update(choices=[], value=None), info, first, (1 if case_id else 0), gr.update(visible=False), ""
+
+    @user_errors
+    def on_fill(self, case_id, pos):
+        c = get_case(case_id) if case_id else None
+        if c is None:
+            raise gr.Error("请先选择一个示例个案")
+        if pos >= len(c.client_lines):
+            gr.Info("这个个案的来访者台词已经用完")
+            return gr.update(), pos
+        return c.client_lines[pos], pos + 1
+
+    # -- chat --------------------------------------------------------------------------------------
+    @user_errors_stream
+    def on_send(self, text, cid, stage_id, request: gr.Request):
+        service = self.service
+        name = username(request)
+        try:
+            text = check_message(text)  # the one message validator; the service applies it again
+        except ValidationError as exc:
+            gr.Warning(str(exc))
+            yield gr.update(), gr.update(), cid, gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            return
+        info = gr.update()
+        if cid is None:
+            conversation = service.new_conversation(name, stage_id)
+            cid = conversation["id"]
+            info = render.conversation_info(service.stages, conversation)
+        shown, _ = render.to_chatbot(service.history(name, cid))
+        shown = shown + [{"role": "user", "content": render.show(text)}, {"role": "assistant", "content": "…"}]
+        yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False), info
+        notes = []
+        for event in throttled(service.send(name, cid, text, stage_id)):
+            shown[-1] = {"role": "assistant", "content": render.show(event.text) or "…"}
+            if event.done:
+                notes = event.notices
+            yield shown, "", cid, gr.update(), gr.update(), "", gr.update(), gr.update()
+        messages, ids, choices = self.refresh_view(name, cid)
+        yield messages, "", cid, ids, choices, "　".join(f"提示：{n}" for n in notes), gr.update(), gr.update()
+
+    @user_errors_stream
+    def on_regen(self, cid, request: gr.Request):
+        name = username(request)
+        if cid is None:
+            raise gr.Error("还没有对话")
+        shown, _ = render.to_chatbot(self.service.history(name, cid))
+        if shown and shown[-1]["role"] == "assistant":
+            shown = shown[:-1]
+        shown.append({"role": "assistant", "content": "…"})
+        notes = []
+        for event in throttled(self.service.regenerate(name, cid)):
+            shown[-1] = {"role": "assistant", "content": render.show(event.text) or "…"}
+            notes = event.notices if event.done else notes
+            yield shown, gr.update(), gr.update(), gr.update()
+        messages, ids, choices = self.refresh_view(name, cid)
+        yield messages, ids, choices, "提示：已重新生成，之前的回复作为备选保留。" + "".join(f"　提示：{n}" for n in notes)
+
+    @user_errors
+    def on_stop(self, cid, request: gr.Request):
+        if cid is not None:
+            self.service.stop(username(request), cid)
+
+    # -- screening ---------------------------------------------------------------------------------
+    @user_errors
+    def on_screening_refresh(self, cid, request: gr.Request):
+        return self.screening_view(username(request), cid)
+
+    @user_errors
+    def on_start_screening(self, cid, inst, request: gr.Request):
+        name = username(request)
+        if cid is None:
+            raise gr.Error("请先开始对话，并和来访者简单交流后再开始筛查")
+        self.service.start_screening(name, cid, inst)
+        messages, ids, choices = self.refresh_view(name, cid)
+        summary, table = self.screening_view(name, cid)
+        stage_id = self.service.store.get_conversation(cid)["stage_id"]
+        return messages, ids, choices, summary, table, stage_id
+
+    @user_errors
+    def on_fix(self, cid, item_no, score, request: gr.Request):
+        name = username(request)
+        state = self.service.screening_state(name, cid) if cid is not None else None
+        if not state or not state["assessment_id"]:
+            raise gr.Error("这个对话还没有量表筛查")
+        if item_no is None or score is None:
+            raise gr.Error("请填写题号并选择正确得分")
+        self.service.correct_item(name, state["assessment_id"], int(item_no), int(score))
+        gr.Info("更正已保存")
+        return self.screening_view(name, cid)
+
+    # -- judgements --------------------------------------------------------------------------------
+    @user_errors
+    def on_compare(self, cid, opp, request: gr.Request):
+        if cid is None:
+            raise gr.Error("还没有对话")
+        result = self.service.compare(username(request), cid, opp or None)
+        return result, result["text_a"], result["text_b"], gr.update(visible=True)
+
+    def make_choose(self, choice):
+        @user_errors
+        def on_choose(state, cid, request: gr.Request):
+            if not state:
+                raise gr.Error("请先点击“比较两条回复”")
+            name = username(request)
+            self.service.choose(name, state["message_a"], state["message_b"], choice)
+            messages, ids, choices = self.refresh_view(name, cid)
+            return {}, gr.update(visible=False), messages, ids, choices, f"已记录：{render.CHOICE_LABELS[choice]}"
+
+        return on_choose
+
+    @user_errors
+    def on_like(self, ids, evt: gr.LikeData, request: gr.Request):
+        index = evt.index if isinstance(evt.index, int) else evt.index[0]
+        if index is None or index >= len(ids) or ids[index] is None:
+            raise gr.Error("找不到这条回复")
+        value = 1 if evt.liked is True else (-1 if evt.liked is False else 0)
+        self.service.thumb(username(request), ids[index], value)
+        gr.Info({1: "已点赞", -1: "已点踩", 0: "已取消"}[value])
+
+    @user_errors
+    def on_target(self, request: gr.Request, message_id):
+        """The selected reply's current rating: one score per dimension, tags, comment, rewrite, status."""
+        empty = [None] * len(self.dimensions) + [[], "", "", ""]
+        if not message_id:
+            return empty
+        rating = self.service.ratings_of(username(request), message_id)
+        if not rating:
+            return empty
+        return [rating.get(d) for d in self.dimensions] + [
+            rating.get("tags") or [], rating.get("comment") or "", rating.get("rewrite") or "",
+            f"已载入你的第 {rating['revision']} 次评分，修改后再次提交即为新版本。",
+        ]
+
+    @user_errors
+    def on_submit(self, request: gr.Request, message_id, *values):
+        """values: one score per dimension (config order), then tags, comment, rewrite."""
+        if not message_id:
+            raise gr.Error("请先选择要评分的回复")
+        n = len(self.dimensions)
+        scores, (tag_values, comment_text, rewrite_text) = values[:n], values[n:]
+        fields = {k: int(v) for k, v in zip(self.dimensions, scores) if v is not None}
+        result = self.service.rate(
+            username(request), message_id, **fields, tags=tag_values or [],
+            comment=comment_text or None, rewrite=rewrite_text or None,
+        )
+        return f"已保存（第 {result['revision']} 版）"
+
+    # -- admin -------------------------------------------------------------------------------------
+    @user_errors
+    def on_dashboard(self, request: gr.Request):
+        return render.dashboard_view(self.service.dashboard(username(request)))
+
+    @user_errors
+    def on_versions(self, request: gr.Request):
+        return render.versions_frame(self.service.versions(username(request)))
+
+    @user_errors
+    def on_export(self, include_demo, request: gr.Request):
+        result = self.service.export_training_data(username(request), include_demo=bool(include_demo))
+        return f"已导出到 {result['path']}\n\n{result['summary']}"
+
+    @user_errors
+    def on_flags(self, request: gr.Request):
+        return render.flags_frame(self.service.flags(username(request)))
+
+    @user_errors
+    def on_review(self, fid, note, request: gr.Request):
+        if fid is None:
+            raise gr.Error("请输入标记 ID")
+        self.service.review_flag(username(request), int(fid), note or None)
+        gr.Info("已标记为已复核")
+        return render.flags_frame(self.service.flags(username(request)))
+
+    @user_errors
+    def on_audit(self, request: gr.Request):
+        return render.audit_frame(self.service.audit(username(request)))

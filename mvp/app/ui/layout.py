@@ -1,0 +1,176 @@
+"""The clinician app's Gradio layout: builds the components and wires their events, nothing more.
+
+What each event does is a method of `handlers.Handlers`; how things are shown is `render`; the
+named API endpoints for gradio_client are `api.register_api`. The rating sliders come from
+config/rating.yaml (one per dimension, in its order).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from mvp.app.service import Service
+from mvp.counsel.cases import load_cases
+
+from . import render
+from .api import check_arguments, register_api
+from .handlers import SAME_MODEL, Handlers
+
+SCORE_CHOICES = [1, 2, 3, 4, 5]
+SERVED_MODEL_SLOTS = 8  # concurrent replies sent to an OpenAI-compatible server (it batches them)
+
+
+def model_slots_for(model_info: dict) -> int:
+    """The in-process model generates one reply at a time (one queue slot, so two generations never
+    share a GPU by accident); a served model batches concurrent requests, so let them through."""
+    return 1 if model_info.get("backend", "inprocess") == "inprocess" else SERVED_MODEL_SLOTS
+
+
+def build_ui(service: Service, model_info: dict) -> gr.Blocks:
+    stages = service.stages
+    cases = load_cases()
+    tags = list(service.rating.tags)
+    model_slots = model_slots_for(model_info)
+    h = Handlers(service)
+
+    with gr.Blocks(title="心理咨询大模型 MVP · 临床评测") as demo:
+        gr.Markdown(render.DISCLAIMER, elem_id="disclaimer")
+        with gr.Row():
+            gr.Markdown("## 心理咨询大模型 MVP · 临床评测")
+            who = gr.Markdown(elem_id="who")
+            gr.Button("退出登录", link="logout", size="sm", scale=0, min_width=90, elem_id="logout")
+        gr.Markdown(render.model_banner(model_info), elem_id="model-info")
+        conv_id = gr.State(None)
+        msg_ids = gr.State([])
+        cmp_state = gr.State({})
+        case_pos = gr.State(0)
+
+        with gr.Tabs():
+            with gr.Tab("对话与评分", id="chat"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=230):
+                        stage = gr.Dropdown(stages.choices(), value=stages.default.id, label="治疗阶段", elem_id="stage")
+                        stage_desc = gr.Markdown(stages.default.description)
+                        with gr.Accordion("本阶段的系统提示（模型看到的指令）", open=False):
+                            stage_prompt = gr.Textbox(stages.default.instruction, show_label=False, interactive=False, lines=8, elem_id="stage-prompt")
+                        case = gr.Dropdown([("（不使用）", "")] + [(c.title, c.id) for c in cases], value="", label="示例个案（可选，用于快速演示）", elem_id="case")
+                        new_btn = gr.Button("开始新对话", variant="primary", elem_id="new")
+                        conv_info = gr.Markdown("尚未开始对话：直接输入消息也会自动开始。", elem_id="conv-info")
+                        with gr.Group():
+                            gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
+                            instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
+                                                  value=next(iter(service.instruments)), show_label=False, elem_id="instrument")
+                            start_scr = gr.Button("开始筛查", elem_id="start-screening")
+                    with gr.Column(scale=3):
+                        chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
+                        notice = gr.Markdown(elem_id="notice")
+                        with gr.Row():
+                            msg = gr.Textbox(placeholder="以来访者的身份输入，回车发送", show_label=False, scale=5, lines=2, max_lines=8, elem_id="msg")
+                            send = gr.Button("发送", variant="primary", scale=1, elem_id="send")
+                        with gr.Row():
+                            stop = gr.Button("停止", elem_id="stop")
+                            regen = gr.Button("重新生成", elem_id="regen")
+                            compare = gr.Button("比较两条回复", elem_id="compare")
+                            fill = gr.Button("填入个案下一句", elem_id="fill")
+                        with gr.Group(elem_id="screening-panel"):
+                            scr_summary = gr.Markdown("尚未进行量表筛查。", elem_id="screening-summary")
+                            scr_table = gr.Dataframe(
+                                headers=render.SCREENING_COLUMNS,
+                                interactive=False, wrap=True, elem_id="screening-items",
+                                column_widths=["7%", "30%", "29%", "8%", "12%", "7%", "7%"],
+                            )
+                            with gr.Row():
+                                fix_item = gr.Number(value=1, label="更正：题号", precision=0, minimum=1, maximum=9, elem_id="fix-item")
+                                fix_score = gr.Radio([0, 1, 2, 3], label="正确得分（0-3）", elem_id="fix-score")
+                                fix_btn = gr.Button("保存更正", elem_id="fix-btn")
+                        opponent = gr.Dropdown([SAME_MODEL], value=0, label="比较对象（盲评，不显示来源）", elem_id="opponent")
+                        with gr.Group(visible=False, elem_id="compare-box") as compare_box:
+                            gr.Markdown("**哪条回复更好？**（顺序随机，来源隐藏；选中的回复会继续对话）")
+                            with gr.Row():
+                                text_a = gr.Textbox(label="回复 A", interactive=False, lines=6, elem_id="cmp-a")
+                                text_b = gr.Textbox(label="回复 B", interactive=False, lines=6, elem_id="cmp-b")
+                            with gr.Row():
+                                choice_btns = {c: gr.Button(label, elem_id=f"choose-{c}") for c, label in render.CHOICE_LABELS.items()}
+                    with gr.Column(scale=2, min_width=280):
+                        gr.Markdown("### 详细评分")
+                        target = gr.Dropdown([], label="要评分的回复（可选任意一条）", elem_id="rate-target")
+                        scores = [  # one per dimension of config/rating.yaml, in its order
+                            gr.Radio(SCORE_CHOICES, label=f"{d.name}（1-5）", info=d.hint or None, elem_id=f"score-{d.id}")
+                            for d in service.rating.dimensions.values()
+                        ]
+                        tag_box = gr.CheckboxGroup(tags, label="标签", elem_id="tags")
+                        comment = gr.Textbox(label="评语", lines=2, elem_id="comment")
+                        rewrite = gr.Textbox(label="更好的回复（专家改写）", lines=4, elem_id="rewrite")
+                        submit = gr.Button("提交评分（可多次修改，以最新为准）", variant="primary", elem_id="submit-rating")
+                        rate_status = gr.Markdown(elem_id="rate-status")
+
+            with gr.Tab("数据看板", id="dashboard", visible=False) as dash_tab:
+                refresh = gr.Button("刷新", elem_id="refresh-dashboard")
+                counts = gr.Markdown(elem_id="counts")
+                with gr.Row():
+                    per_day = gr.BarPlot(x="day", y="ratings", title="每日评分数", elem_id="plot-per-day")
+                    tags_plot = gr.BarPlot(x="tag", y="count", title="标签频次", elem_id="plot-tags")
+                with gr.Row():
+                    dims_plot = gr.BarPlot(x="dimension", y="mean", color="version", title="各模型版本各维度平均分", elem_id="plot-dims")
+                    win_plot = gr.BarPlot(x="pair", y="win_rate", title="版本对比胜率", elem_id="plot-win")
+                activity = gr.Dataframe(label="各临床人员：对话数、已评分回复、未评分回复", elem_id="activity")
+
+            with gr.Tab("安全审查", id="review", visible=False) as review_tab:
+                gr.Markdown("触发危机识别或回复安全检查的对话。复核后标记为已处理。")
+                flags_table = gr.Dataframe(elem_id="flags", wrap=True)
+                with gr.Row():
+                    flag_id = gr.Number(label="标记 ID", precision=0, elem_id="flag-id")
+                    flag_note = gr.Textbox(label="复核备注", elem_id="flag-note")
+                    review_btn = gr.Button("标记为已复核", elem_id="review-btn")
+                refresh_flags = gr.Button("刷新", elem_id="refresh-flags")
+
+            with gr.Tab("模型版本与导出", id="versions", visible=False) as versions_tab:
+                gr.Markdown("已登记的模型版本（`train.pipeline` 训练后自动登记）。在“对话与评分”中选择“比较对象”即可对两个版本做盲评。")
+                versions_table = gr.Dataframe(elem_id="versions", wrap=True)
+                refresh_versions = gr.Button("刷新", elem_id="refresh-versions")
+                gr.Markdown("**导出训练数据**：把评分转换为 DPO / KTO / SFT 数据（TRL、LLaMA-Factory、BianQue 格式），默认去除个人信息。"
+                            "完整流程见 `python -m train.pipeline`。")
+                export_demo = gr.Checkbox(label="包含演示对话", value=False, elem_id="export-demo")
+                export_btn = gr.Button("导出", elem_id="export-btn")
+                export_out = gr.Textbox(label="导出结果", lines=8, interactive=False, elem_id="export-out")
+
+            with gr.Tab("审计日志", id="audit", visible=False) as audit_tab:
+                gr.Markdown("管理操作记录：复核标记、导出数据、删除对话、账号变更（谁、何时、对哪条记录；不含内容）。")
+                audit_table = gr.Dataframe(elem_id="audit", wrap=True)
+                refresh_audit = gr.Button("刷新", elem_id="refresh-audit")
+
+            with gr.Tab("使用说明", id="help"):
+                gr.Markdown(render.help_text(service.rating))
+
+        # -- wiring --------------------------------------------------------------------------------
+        private = {"api_visibility": "undocumented"}
+        demo.load(h.on_load, None, [who, dash_tab, review_tab, versions_tab, audit_tab, opponent], **private)
+        refresh_audit.click(h.on_audit, None, [audit_table], **private)
+        refresh_versions.click(h.on_versions, None, [versions_table], **private)
+        export_btn.click(h.on_export, [export_demo], [export_out], **private)
+        stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)
+        new_btn.click(h.on_new, [stage, case], [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice], **private)
+        fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
+        send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
+        send_event = send.click(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
+        submit_event = msg.submit(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
+        for event in (send_event, submit_event):
+            event.then(h.on_screening_refresh, [conv_id], [scr_summary, scr_table], **private)
+        start_scr.click(h.on_start_screening, [conv_id, instrument], [chatbot, msg_ids, target, scr_summary, scr_table, stage], **private)
+        fix_btn.click(h.on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
+        regen_event = regen.click(h.on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
+        stop.click(h.on_stop, [conv_id], None, concurrency_limit=None, **private)
+        compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=model_slots, **private)
+        for c, btn in choice_btns.items():
+            btn.click(h.make_choose(c), [cmp_state, conv_id], [cmp_state, compare_box, chatbot, msg_ids, target, notice], **private)
+        chatbot.like(h.on_like, [msg_ids], None, **private)
+        rating_inputs = scores + [tag_box, comment, rewrite]
+        target.change(h.on_target, [target], rating_inputs + [rate_status], **private)
+        submit.click(h.on_submit, [target] + rating_inputs, [rate_status], **private)
+        refresh.click(h.on_dashboard, None, [counts, per_day, tags_plot, dims_plot, win_plot, activity], **private)
+        refresh_flags.click(h.on_flags, None, [flags_table], **private)
+        review_btn.click(h.on_review, [flag_id, flag_note], [flags_table], **private)
+        del send_event, submit_event, regen_event
+
+        check_arguments(demo, register_api(service, model_slots))
+    return demo

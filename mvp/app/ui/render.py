@@ -1,0 +1,192 @@
+"""How the UI shows things: message text for the chatbot, dropdown entries, the model banner, and
+every table (flags, versions, dashboard, screening) built from the service's plain rows.
+"""
+
+from __future__ import annotations
+
+import html
+
+from mvp import safety
+
+DISCLAIMER = (
+    "**注意**：研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"
+    "如遇危机，请拨打 120 / 110 或心理援助热线 12356。"
+)
+CSS = """
+#disclaimer {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;}
+#disclaimer p {margin:0;color:#7a4b00;}
+#demo-notice p {color:#8a1c1c;}
+"""
+ROLE_LABELS = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}
+CHOICE_LABELS = {"a": "A 更好", "b": "B 更好", "tie": "差不多", "both_bad": "都不好"}
+SCREENING_COLUMNS = ["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"]
+FLAG_COLUMNS = ["标记 ID", "对话", "临床人员", "类别", "证据", "来源", "时间"]
+VERSION_COLUMNS = ["ID", "标签", "基座模型", "适配器", "量化", "后端", "父版本", "指标", "登记时间", "正在服务"]
+ACTIVITY_COLUMNS = {"user": "账号", "role": "角色", "conversations": "对话", "rated_messages": "已评分回复",
+                    "thumbs": "点赞/踩", "unrated_replies": "未评分回复"}
+COUNT_LABELS = (("conversations", "对话"), ("messages", "消息"), ("rated_replies", "已评分回复"),
+                ("ratings", "评分"), ("comparisons", "比较"), ("open_flags", "待复核标记"))
+
+# Markdown that would make the viewer's browser fetch or open something: images and links. Their
+# brackets are escaped so that client and model text is shown as typed and fetches nothing.
+_MARKDOWN_ESCAPES = str.maketrans({"[": "\\[", "]": "\\]", "!": "\\!", "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def show(text: str) -> str:
+    """Message text for the chatbot: HTML is escaped so it never runs, and Markdown images and links
+    are neutralised so that no remote address is fetched or made clickable."""
+    text = (text or "").translate(_MARKDOWN_ESCAPES)
+    # Bare URLs are auto-linked by the Markdown renderer: break the scheme so they stay plain text.
+    return text.replace("://", ":\u200b//")
+
+
+def frame(rows, columns):
+    import pandas as pd  # imported on first use: pandas costs start-up time
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def to_chatbot(history: list[dict]) -> tuple[list[dict], list[int | None]]:
+    """Store history -> (Chatbot messages, the message id of each one)."""
+    messages, ids = [], []
+    for m in history:
+        if m["role"] not in ("user", "assistant"):
+            continue
+        content = show(m["content"])
+        if m["role"] == "assistant" and m.get("status") == "interrupted":
+            content += "\n\n*（已停止生成）*"
+        messages.append({"role": m["role"], "content": content})
+        ids.append(m["id"])
+    return messages, ids
+
+
+def rate_choices(history: list[dict]) -> list[tuple[str, int]]:
+    """Dropdown entries for every assistant reply on the active path (newest first)."""
+    out = []
+    n = 0
+    for m in history:
+        if m["role"] == "assistant":
+            n += 1
+            snippet = " ".join(m["content"].split())[:28]
+            out.append((f"第 {n} 条回复：{snippet}", m["id"]))
+    return list(reversed(out))
+
+
+def model_banner(info: dict) -> str:
+    adapter = info.get("adapter") or "无"
+    text = (
+        f"**当前模型**：{html.escape(str(info.get('base_model')))} · 适配器：{html.escape(str(adapter))}"
+        f" · 量化：{info.get('quantization')} · 设备：{info.get('device', '-')}"
+    )
+    if info.get("is_demo"):
+        text += (
+            "\n\n<span id='demo-notice'>正在使用**内置演示模型**（约 130 万参数，离线训练于合成对话）："
+            "回复仅用于体验产品流程，不具有临床意义。</span>"
+        )
+    return text
+
+
+def conversation_info(stages, conversation: dict) -> str:
+    info = f"对话 #{conversation['id']} · 开始于阶段：{stages.get(conversation['stage_id']).name}"
+    return info + (" · 演示对话（不计入训练数据）" if conversation["is_demo"] else "")
+
+
+def category_name(category: str) -> str:
+    if category == "unsafe_reply":
+        return "回复未通过安全检查"
+    return safety.CATEGORY_NAMES.get(category, category)
+
+
+def flags_frame(flags: list[dict]):
+    """Open flags as a table: id, conversation, clinician, category, evidence, source, time."""
+    rows = []
+    for f in flags:
+        evidence = f.get("evidence")
+        if isinstance(evidence, (list, tuple)):
+            evidence = "；".join(str(e) for e in evidence)
+        rows.append([f["id"], f["conversation_id"], f.get("user_name"), category_name(f["category"]),
+                     str(evidence or "")[:200], f["source"], f["created_at"]])
+    return frame(rows, FLAG_COLUMNS)
+
+
+AUDIT_COLUMNS = ["时间", "操作人", "操作", "对象", "详情"]
+AUDIT_LABELS = {"flag_reviewed": "复核标记", "export": "导出训练数据", "conversation_deleted": "删除对话",
+                "account_added": "创建账号", "account_disabled": "停用账号", "account_enabled": "启用账号",
+                "password_changed": "修改密码"}
+
+
+def audit_frame(entries: list[dict]):
+    rows = [[e["at"], e["actor"], AUDIT_LABELS.get(e["action"], e["action"]), e.get("target") or "",
+             "" if e.get("detail") is None else str(e["detail"])] for e in entries]
+    return frame(rows, AUDIT_COLUMNS)
+
+
+def versions_frame(versions: list[dict]):
+    """Registered model versions (newest first) with their lineage and first metrics."""
+    rows = []
+    for v in versions:
+        metrics = v.get("metrics") or {}
+        shown = {k: metrics[k] for k in list(metrics)[:4]} if isinstance(metrics, dict) else metrics
+        rows.append([v["id"], v.get("label") or "", v["base_model"], v.get("adapter") or "", v["quantization"],
+                     v["backend"], v.get("parent_id") or "", str(shown or ""), v["created_at"],
+                     "当前" if v.get("serving") else ""])
+    return frame(rows, VERSION_COLUMNS)
+
+
+def dashboard_view(data: dict) -> tuple:
+    """The dashboard's headline text and its five tables."""
+    c = data["counts"]
+    text = "　".join(f"**{label}**：{c.get(key, 0)}" for key, label in COUNT_LABELS)
+    activity = frame(data["activity"], list(ACTIVITY_COLUMNS))[list(ACTIVITY_COLUMNS)]
+    activity.columns = list(ACTIVITY_COLUMNS.values())
+    return (
+        text,
+        frame(data["per_day"], ["day", "ratings"]),
+        frame(data["tags"], ["tag", "count"]),
+        frame(data["dims"], ["dimension", "mean", "version"]),
+        frame(data["wins"], ["pair", "win_rate"]),
+        activity,
+    )
+
+
+def screening_view(state: dict | None, instruments: dict) -> tuple[str, object]:
+    if not state or not state["assessment_id"]:
+        return "尚未进行量表筛查。", frame([], SCREENING_COLUMNS)
+    inst = instruments[state["instrument"]]
+    status = f"进行中（第 {state['current_item']} 题）" if state["active"] else "已完成"
+    summary = (f"**{inst.name}** · {status} · 当前总分 **{state['total']}** / {inst.max_total}"
+               f" · {state['band']} · 需复核 {state['needs_review']} 题")
+    rows = [[i["item_no"], i["question"], i["answer"], i["score"], i["method"],
+             "是" if i["needs_review"] else "", i["clinician_score"]] for i in state["items"]]
+    return summary, frame(rows, SCREENING_COLUMNS)
+
+
+def public_message(m: dict) -> dict:
+    keys = ("id", "role", "content", "stage_id", "model_version_id", "parent_id", "status", "metrics", "safety", "created_at")
+    return {k: m.get(k) for k in keys}
+
+
+def event_dict(event) -> dict:
+    out = {"text": event.text, "done": event.done, "notices": event.notices}
+    if event.message is not None:
+        out.update(message_id=event.message["id"], user_message_id=event.message["parent_id"],
+                   status=event.message["status"], metrics=event.message.get("metrics"),
+                   safety=event.message.get("safety"))
+    return out
+
+
+def help_text(rating) -> str:
+    dims = "、".join(d.name for d in rating.dimensions.values())
+    return HELP.format(dims=dims)
+
+
+HELP = """
+### 如何使用
+1. 左侧选择**治疗阶段**（可在对话中途切换，从下一轮起生效），可选一个**示例个案**用于快速演示，点击“开始新对话”。
+2. 以**来访者**的身份输入消息；模型以咨询师身份回复。“停止”可中断生成，“重新生成”会保留之前的回复作为备选。
+3. 每条回复下方可**点赞/点踩**；右侧可对**任意一条**回复做详细评分（{dims}）、选择标签、写评语和“更好的回复”。再次提交即为新版本，以最新为准。
+4. “比较两条回复”会对同一上下文生成两条回复，随机排列、隐藏来源；选择更好的一条，它将继续对话。
+5. 检测到危机内容时，回复开头会先给出求助资源，并自动标记该对话供管理员复核。
+
+所有评分保存在 `feedback.db`，由 `train/` 转换为下一轮模型的训练数据。
+"""
