@@ -166,35 +166,53 @@ class ConversationsMixin(StoreBase):
     def delete_conversation(self, conversation_id: int, by_user: str) -> dict[str, int]:
         """Hard-delete a conversation with its messages, ratings, thumbs, comparisons, flags and
         assessments (ON DELETE CASCADE), so no export can include it. Allowed to admins and to the
-        conversation's owner. Only the fact of the deletion is logged (no content)."""
+        conversation's owner, but a conversation with an open safety flag only to admins (a flag must
+        never silently leave the review queue). The log keeps the fact of the deletion and, for the
+        safety record, the categories and evidence of its flags (no message content)."""
         conversation_id = check_id(conversation_id, "对话 ID")
         with self._write() as conn:
             actor = self._active_user(conn, by_user, "删除对话")
             conversation = self._conversation_row(conn, conversation_id)
             if actor["role"] != "admin" and conversation["user_name"] != actor["name"]:
                 raise PermissionDeniedError(f"只有管理员或对话的创建者可以删除对话：{by_user}")
+            flags = self._rows(conn, "SELECT categories, category, evidence, source, reviewed_at FROM flags"
+                               " WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+            if actor["role"] != "admin" and any(f["reviewed_at"] is None for f in flags):
+                raise PermissionDeniedError("这段对话有尚未复核的安全标记，只有管理员可以删除（请联系管理员）")
+            record = [{"categories": from_json(f["categories"]) if f["categories"] else [f["category"]],
+                       "evidence": from_json(f["evidence"]), "source": f["source"],
+                       "reviewed": f["reviewed_at"] is not None} for f in flags]
             count = conn.execute(
                 "SELECT COUNT(*) FROM messages WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()[0]
             conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             conn.execute(
-                "INSERT INTO deletion_log (conversation_id, deleted_by, deleted_at, messages_deleted)"
-                " VALUES (?, ?, ?, ?)",
-                (conversation_id, actor["name"], utc_now(), count),
+                "INSERT INTO deletion_log (conversation_id, deleted_by, deleted_at, messages_deleted, flags)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, actor["name"], utc_now(), count, to_json(record, "标记记录", expect=(list,))),
             )
         return {"conversation_id": conversation_id, "messages_deleted": int(count)}
 
     # -- messages ----------------------------------------------------------------------------
-    def add_user_message(self, conversation_id: int, content: str, stage_id: str | None = None) -> int:
+    def add_user_message(self, conversation_id: int, content: str, stage_id: str | None = None,
+                         flag: dict[str, Any] | None = None) -> int:
         """Append a client message after the tip of the active path; ``stage_id`` defaults to the
-        conversation's current stage. Over ``MAX_MESSAGE_CHARS``: ValidationError, nothing stored."""
+        conversation's current stage. Over ``MAX_MESSAGE_CHARS``: ValidationError, nothing stored.
+        ``flag`` ({"categories", "evidence", "source"}) flags the message in the same transaction."""
         conversation_id = check_id(conversation_id, "对话 ID")
         content = check_message(content)
         stage_id = check_optional_label(stage_id, "阶段")
+        checked = None
+        if flag is not None:
+            if not isinstance(flag, dict) or not flag.get("categories"):
+                raise ValidationError(f"安全标记必须给出类别，收到 {flag!r}")
+            checked = self._check_flag(flag["categories"], flag.get("evidence"), flag.get("source", "rules"))
         stored = self._scrubbed(content)
         with self._write() as conn:
             conversation = self._conversation_row(conn, conversation_id)
             message_id = self._append(conn, conversation, "user", stored, stage_id)
+            if checked is not None:
+                self._insert_flag(conn, conversation_id, message_id, *checked)
             if conversation["title"] is None:
                 title = " ".join(stored.split())[:TITLE_CHARS]
                 conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))

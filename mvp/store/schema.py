@@ -279,6 +279,15 @@ MIGRATIONS += (
             )""",
         ),
     ),
+    Migration(
+        8,
+        "flags.categories: one flag per message with all its categories; deletion_log.flags: the safety record",
+        (
+            "ALTER TABLE flags ADD COLUMN categories TEXT",
+            "UPDATE flags SET categories = json_array(category)",
+            "ALTER TABLE deletion_log ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
