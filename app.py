@@ -111,6 +111,14 @@ def build_engine(config):
     return engine
 
 
+def model_check_engine(config, engine):
+    """The engine that double-checks client messages for a crisis: ON whenever a real model serves
+    (`--model-check auto`), off for the built-in demo model, whose answers mean nothing."""
+    if config.model_check == "off" or (config.model_check == "auto" and engine.info.get("is_demo")):
+        return None
+    return engine
+
+
 def version_loader(config):
     """Loads another registered model version (for the blind arena) the same way as the primary."""
     from mvp.model.factory import build_engine as build
@@ -162,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         label="demo" if info["is_demo"] else None,
     )
     try:
-        service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)))
+        service = Service(store, stages, EnginePool(version_id, engine, version_loader(config)),
+                          model_check_engine=model_check_engine(config, engine),
+                          model_check_timeout_s=config.model_check_timeout_s)
     except (ServiceError, StoreError) as exc:  # e.g. a malformed config/rating.yaml
         return fail(str(exc))
     demo = build_ui(service, info)

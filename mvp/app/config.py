@@ -15,9 +15,10 @@ from pathlib import Path
 
 import yaml
 
-from mvp.model.loader import DEVICES, QUANTIZATIONS
+from mvp.model.loader import DEVICES, QUANTIZATIONS, check_choice
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+MODEL_CHECK_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -48,7 +49,9 @@ class AppConfig:
     allowed_origins: str = field(default="", metadata={"help": "除本应用自身地址外，允许携带登录凭据调用的来源（逗号分隔，例如 https://clinic.example.org）；默认只允许本应用自身"})
     session_idle_minutes: int = field(default=480, metadata={"help": "登录会话空闲多少分钟后失效"})
     session_max_hours: int = field(default=24, metadata={"help": "登录会话最长有效小时数（之后需重新登录）"})
-    scrub_at_storage: bool = field(default=False, metadata={"help": "存入数据库前即去除个人信息（电话、身份证号等）"})
+    scrub_at_storage: bool = field(default=False, metadata={"help": "所有对话存入数据库前即去除个人信息（演示账号的对话总是如此）"})
+    model_check: str = field(default="auto", metadata={"help": "危机检测的模型复核：auto（真实模型时开启，内置演示模型时关闭）|on|off", "choices": MODEL_CHECK_MODES})
+    model_check_timeout_s: float = field(default=8.0, metadata={"help": "模型复核的超时（秒）；超时不会阻挡消息，规则与分类器的结果照常生效"})
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -64,6 +67,12 @@ class AppConfig:
                 raise ConfigError(f"allowed_origins: {origin!r} 不是来源地址，应形如 https://clinic.example.org")
         if not 1 <= self.session_idle_minutes <= 7 * 24 * 60 or not 1 <= self.session_max_hours <= 24 * 30:
             raise ConfigError("session_idle_minutes / session_max_hours 超出范围（1 分钟到 7 天 / 1 小时到 30 天）")
+        if isinstance(self.model_check, bool):  # YAML 1.1 reads a bare on/off as a boolean
+            self.model_check = "on" if self.model_check else "off"
+        check_choice("model_check", self.model_check, MODEL_CHECK_MODES, ConfigError)
+        timeout = self.model_check_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.5 <= timeout <= 120:
+            raise ConfigError(f"model_check_timeout_s: {timeout!r} 应在 0.5 到 120 秒之间")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
 
@@ -83,7 +92,7 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
-        kind = int if "int" in str(f.type) else str
+        kind = int if "int" in str(f.type) else float if "float" in str(f.type) else str
         parser.add_argument(flag, dest=f.name, type=kind, default=None, choices=f.metadata.get("choices"), help=help_text)
 
 

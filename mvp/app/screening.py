@@ -6,7 +6,9 @@ While the screening runs, each client message is an answer: it is scored (the mo
 engine, cross-checked by the rule scorer; disagreements and low confidence are marked for review),
 stored in feedback.db, and the reply is the follow-up (for a vague answer) or the next question.
 PHQ-9 item 9 above 0 (or risk words in an answer) starts the safety flow: the resources come first
-and the conversation is flagged. Clinicians can correct any item score; corrections are stored and
+and the conversation is flagged. A crisis said during a screening is never scored as an answer: the
+screening pauses and the crisis flow (resources, crisis instruction) answers; it stays paused while the
+conversation has an open risk flag, and when it resumes the current question is asked again first. Clinicians can correct any item score; corrections are stored and
 exported as labelled data for the scorer.
 
 The running state (current item, pending follow-up) lives in memory per conversation; answered items
@@ -30,7 +32,16 @@ class ScreeningMixin:
     def _init_screening(self) -> None:
         self.instruments = load_instruments()
         self._screenings: dict[int, tuple[int, Screening]] = {}
+        self._paused: set[int] = set()  # conversations whose screening waits for the crisis flow
         self._screening_lock = threading.Lock()
+
+    def pause_screening(self, conversation_id: int) -> None:
+        """The crisis flow comes first: no answer is scored until the screening resumes."""
+        if conversation_id in self._screenings:
+            self._paused.add(conversation_id)
+
+    def screening_paused(self, conversation_id: int) -> bool:
+        return conversation_id in self._paused
 
     def active_screening(self, conversation_id: int) -> tuple[int, Screening] | None:
         return self._screenings.get(conversation_id)
@@ -73,6 +84,11 @@ class ScreeningMixin:
         """Score a client answer, store it, and store the next counsellor question."""
         with self._screening_lock:
             assessment_id, screening = self._screenings[conversation["id"]]
+            if conversation["id"] in self._paused:  # back from the crisis flow: ask the question again
+                self._paused.discard(conversation["id"])
+                return self._store_scripted(conversation, user_message_id,
+                                            f"谢谢你愿意继续。我们回到刚才的问卷：\n\n{screening.next_prompt()}",
+                                            screening.instrument.id, screening.current_item)
             item = screening.instrument.item(screening.current_item)
             engine = None if self.engines.primary.info.get("is_demo") else self.engines.primary
             step = screening.answer(text, engine)
@@ -118,6 +134,7 @@ class ScreeningMixin:
             "assessment_id": latest["id"],
             "instrument": latest["instrument"],
             "active": active is not None and active[0] == latest["id"],
+            "paused": conversation["id"] in self._paused,
             "current_item": active[1].current_item if active else None,
             "items": items,
             "total": total,

@@ -74,17 +74,19 @@ def _busy(exc: sqlite3.OperationalError) -> StoreError:
 class StoreBase:
     """Owns the file, the connections and the transaction discipline; the API lives in the mixins."""
 
-    def __init__(self, path: str | os.PathLike[str], scrub: Scrubber | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], scrub: Scrubber | None = None,
+                 scrub_demo: Scrubber | None = None) -> None:
         text = os.fspath(path)
         if not text or text == ":memory:" or text.startswith("file:"):
             raise ValidationError(f"数据库必须是一个文件路径，收到 {text!r}")
-        if scrub is not None and not callable(scrub):
+        if any(f is not None and not callable(f) for f in (scrub, scrub_demo)):
             raise ValidationError("scrub 必须是一个函数（str -> str）")
         self.path = os.path.abspath(text)
         folder = os.path.dirname(self.path)
         if not os.path.isdir(folder):
             raise StoreError(f"数据库所在目录不存在：{folder}")
         self._scrub = scrub
+        self._scrub_demo = scrub_demo  # demo conversations only (their chats are shown to outsiders)
         try:
             create_private_file(self.path)
         except OSError as exc:
@@ -194,27 +196,37 @@ class StoreBase:
         rows = cls._rows(conn, sql, params)
         return rows[0] if rows else None
 
-    def _scrubbed(self, text: str | None) -> str | None:
+    def _scrubber(self, demo: bool):
+        return self._scrub or (self._scrub_demo if demo else None)
+
+    def _is_demo(self, conversation_id: int) -> bool:
+        """Whether a conversation is a demo one (fixed at creation, so safe to read before a write)."""
+        if self._scrub_demo is None or self._scrub is not None:
+            return False
+        with self._read() as conn:
+            row = self._row(conn, "SELECT is_demo FROM conversations WHERE id = ?", (conversation_id,))
+        return bool(row and row["is_demo"])
+
+    def _scrubbed(self, text: str | None, demo: bool = False) -> str | None:
         """Apply the privacy scrubber (when configured) to text that is about to be stored."""
-        if text is None or self._scrub is None:
+        scrub = self._scrubber(demo)
+        if text is None or scrub is None:
             return text
-        result = self._scrub(text)
+        result = scrub(text)
         if not isinstance(result, str):
             raise StoreError("隐私脱敏函数没有返回文本，未保存")
         return result
 
-    def _scrub_json(self, value: Any) -> Any:
+    def _scrub_json(self, value: Any, demo: bool = False) -> Any:
         """Scrub every string inside a JSON-like value (evidence lists may quote the client)."""
-        if self._scrub is None:
+        if self._scrubber(demo) is None:
             return value
         if isinstance(value, str):
-            return self._scrubbed(value)
-        if isinstance(value, list):
-            return [self._scrub_json(v) for v in value]
-        if isinstance(value, tuple):
-            return [self._scrub_json(v) for v in value]
+            return self._scrubbed(value, demo)
+        if isinstance(value, (list, tuple)):
+            return [self._scrub_json(v, demo) for v in value]
         if isinstance(value, dict):
-            return {k: self._scrub_json(v) for k, v in value.items()}
+            return {k: self._scrub_json(v, demo) for k, v in value.items()}
         return value
 
     # -- lookups used inside transactions ----------------------------------------------------

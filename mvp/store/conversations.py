@@ -203,11 +203,12 @@ class ConversationsMixin(StoreBase):
         content = check_message(content)
         stage_id = check_optional_label(stage_id, "阶段")
         checked = None
+        if flag is not None and (not isinstance(flag, dict) or not flag.get("categories")):
+            raise ValidationError(f"安全标记必须给出类别，收到 {flag!r}")
+        demo = self._is_demo(conversation_id)
         if flag is not None:
-            if not isinstance(flag, dict) or not flag.get("categories"):
-                raise ValidationError(f"安全标记必须给出类别，收到 {flag!r}")
-            checked = self._check_flag(flag["categories"], flag.get("evidence"), flag.get("source", "rules"))
-        stored = self._scrubbed(content)
+            checked = self._check_flag(flag["categories"], flag.get("evidence"), flag.get("source", "rules"), demo)
+        stored = self._scrubbed(content, demo)
         with self._write() as conn:
             conversation = self._conversation_row(conn, conversation_id)
             message_id = self._append(conn, conversation, "user", stored, stage_id)
@@ -282,7 +283,7 @@ class ConversationsMixin(StoreBase):
         safety_json = to_json(safety, "安全检查结果")
         status = check_choice(status, "回复状态", MESSAGE_STATUSES)
         make_active = _bool(make_active, "make_active")
-        stored = self._scrubbed(content)
+        stored = self._scrubbed(content, self._is_demo(conversation_id))
         now = utc_now()
         with self._write() as conn:
             conversation = self._conversation_row(conn, conversation_id)

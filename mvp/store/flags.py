@@ -53,7 +53,7 @@ class FlagsMixin(StoreBase):
         `category` is one category or a list of them; an open flag of the same message and source
         takes the new categories and evidence instead of a second flag being written."""
         conversation_id = check_id(conversation_id, "对话 ID")
-        checked = self._check_flag(category, evidence, source)
+        checked = self._check_flag(category, evidence, source, self._is_demo(conversation_id))
         message_id = check_optional_id(message_id, "消息 ID")
         with self._write() as conn:
             self._conversation_row(conn, conversation_id)
@@ -63,7 +63,7 @@ class FlagsMixin(StoreBase):
                     raise ValidationError(f"消息 {message_id} 不属于对话 {conversation_id}")
             return self._insert_flag(conn, conversation_id, message_id, *checked)
 
-    def _check_flag(self, category, evidence, source) -> tuple[list[str], str, str]:
+    def _check_flag(self, category, evidence, source, demo: bool = False) -> tuple[list[str], str, str]:
         """Validated (categories, evidence JSON, source) of a flag: the one check for every writer."""
         categories = [category] if isinstance(category, str) else category
         if not isinstance(categories, (list, tuple)) or not categories:
@@ -74,7 +74,7 @@ class FlagsMixin(StoreBase):
             evidence = []
         if not isinstance(evidence, (list, tuple, dict)):
             raise ValidationError(f"证据必须是列表或字典，收到 {show(evidence)}")
-        evidence_json = to_json(self._scrub_json(evidence), "证据", expect=(list, dict))
+        evidence_json = to_json(self._scrub_json(evidence, demo), "证据", expect=(list, dict))
         return categories, evidence_json, source
 
     def _insert_flag(self, conn, conversation_id: int, message_id: int | None, categories: list[str],

@@ -100,6 +100,7 @@ class ServiceBase:
         rules: safety.RuleSet | None = None,
         resources: Any = None,
         model_check_engine=None,
+        model_check_timeout_s: float = 8.0,
     ):
         self.store = store
         self.stages = stages
@@ -110,6 +111,7 @@ class ServiceBase:
         self.rules = rules or safety.RuleSet.load()
         self.resources = resources if resources is not None else safety.load_resources()
         self.model_check_engine = model_check_engine
+        self.model_check_timeout_s = model_check_timeout_s
         self._rng = random.Random()
         self._running: dict[int, Any] = {}  # conversation id -> Generation being streamed
         self._generating: set[str] = set()  # accounts with a reply being generated (one each)

@@ -1,9 +1,13 @@
 """Conversations and chat turns: the client message in, the model's reply streamed out and stored.
 
-A chat turn (`send`): one validation of the client message -> crisis check -> store the message
-(and flag the conversation on a crisis) -> stage instruction (or the crisis instruction) as system
-prompt + the active history -> stream the model's reply -> screen the reply -> store it with its
-generation parameters, timings and safety findings. A cancelled reply is stored as "interrupted".
+A chat turn (`send`): one validation of the client message -> crisis check (rules + classifier, and
+the model check when a real model serves; any failure flags the message for review) -> store the
+message and its flag in one transaction -> system prompt: the stage instruction, the crisis
+instruction while the conversation has an open risk flag, and a pinned risk note the context budget
+never drops (see risk.py) -> stream the model's reply THROUGH the reply screen (`safety.ReplyStream`:
+text is shown only once a screen of everything shown so far passes, so blocked text never reaches the
+browser or the API) -> store it with its generation parameters, timings and safety findings. A
+cancelled reply is stored as "interrupted". During a crisis an active screening pauses.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from mvp.counsel.stages import build_messages
 from mvp.model.engine import GenerationError, GenerationParams
 from mvp.store.validation import check_message
 
-from .base import Event, ServiceBase, ServiceError, clean_model_text, public_error
+from .base import Event, ServiceBase, ServiceError, clean_model_text, log, public_error
+from .risk import RiskState, risk_state
+
+REVIEW_CATEGORY = "review"  # a message whose check failed: flagged for a person to look at
 
 
 class ChatMixin(ServiceBase):
@@ -53,11 +60,31 @@ class ChatMixin(ServiceBase):
 
     # -- chat ------------------------------------------------------------------------------------
     def detect(self, text: str) -> safety.Detection:
-        """The rule layer, combined with the model check when one is configured."""
-        detection = self.rules.detect(text)
+        """Every offline layer (rules + classifier), plus the model check when one is configured.
+        Never raises: a failed detection flags the message for review and shows the resources."""
+        try:
+            detection = safety.detect(text, rules=self.rules)
+        except Exception as exc:  # noqa: BLE001 - fail safe, never a bare internal error
+            log.exception("crisis detection failed")
+            return safety.fail_safe(exc)
         if self.model_check_engine is not None:
-            detection = safety.combine(detection, safety.model_check(text, self.model_check_engine))
+            try:
+                found = safety.model_check(text, self.model_check_engine, timeout_s=self.model_check_timeout_s)
+                detection = safety.combine(detection, found)
+            except Exception as exc:  # noqa: BLE001 - the model check never blocks a message
+                log.warning("model check skipped: %s", exc)
         return detection
+
+    def risk(self, conversation_id: int) -> RiskState:
+        """The conversation's open client-risk flags (see risk.py)."""
+        return risk_state(self.store.open_flags(conversation_id))
+
+    @staticmethod
+    def _flag(detection: safety.Detection) -> dict | None:
+        if not detection.is_crisis:
+            return None
+        return {"categories": list(detection.categories) or [REVIEW_CATEGORY],
+                "evidence": list(detection.evidence), "source": "rules"}
 
     def send(
         self,
@@ -74,30 +101,31 @@ class ChatMixin(ServiceBase):
             # Everything that can refuse the turn is checked before anything is written.
             stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
             detection = self.detect(text)
-            if not self.active_screening(conversation["id"]):
-                self._check_fits(conversation, stage, text, params, detection)
+            screening = self.active_screening(conversation["id"])
+            risk = self.risk(conversation["id"])
+            if not screening:
+                self._check_fits(conversation, stage, text, params, detection, risk)
             if stage.id != conversation["stage_id"]:
                 conversation = self.set_stage(name, conversation["id"], stage.id)
-            user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"])
-            if detection.is_crisis:
-                for category in detection.categories:
-                    self.store.add_flag(
-                        conversation["id"], category, list(detection.evidence), source="rules",
-                        message_id=user_message_id,
-                    )
-            if self.active_screening(conversation["id"]):
+            user_message_id = self.store.add_user_message(conversation["id"], text, conversation["stage_id"],
+                                                          flag=self._flag(detection))
+            if screening and not detection.is_crisis and not risk.active:
                 message = self._screening_turn(conversation, user_message_id, text, detection)
                 yield Event(message["content"], done=True, message=message)
                 return
+            if screening:
+                self.pause_screening(conversation["id"])  # the crisis flow comes first
             yield from self._reply(conversation, user_message_id, params, detection)
 
-    def _check_fits(self, conversation: dict, stage, text: str, params: GenerationParams | None, detection) -> None:
+    def _check_fits(self, conversation: dict, stage, text: str, params: GenerationParams | None, detection,
+                    risk: RiskState) -> None:
         """Raise ContextTooLongError / a store ValidationError before the client message is stored."""
         history = self.store.get_history(conversation["id"], include_notices=False)
         engine = self.engines.primary
         params = params or engine.default_params()
-        messages = build_messages(self._instruction(stage, detection), history + [{"role": "user", "content": text}])
-        engine.budget.fit(messages, params.max_new_tokens)
+        messages = build_messages(self._instruction(stage, detection, risk),
+                                  history + [{"role": "user", "content": text}])
+        engine.budget.fit(messages, params.max_new_tokens, pinned=self._pinned(risk))
 
     def regenerate(self, name: str, conversation_id: int, params: GenerationParams | None = None) -> Iterator[Event]:
         """A new reply to the newest client message; the earlier one is kept as an alternative."""
@@ -105,10 +133,20 @@ class ChatMixin(ServiceBase):
         with self._one_generation(user["name"]):
             self._no_screening(conversation["id"])
             parent = self._last_user_message(conversation["id"])
-            yield from self._reply(conversation, parent["id"], params, self.detect(parent["content"]))
+            detection = self.detect(parent["content"])
+            self._flag_again(conversation["id"], parent["id"], detection)
+            yield from self._reply(conversation, parent["id"], params, detection)
+
+    def _flag_again(self, conversation_id: int, message_id: int, detection: safety.Detection) -> None:
+        """A re-check of a stored message (regenerate, compare) may find more than the first one did
+        (a changed rules file, the model check): record it on the message's one flag."""
+        flag = self._flag(detection)
+        if flag is not None:
+            self.store.add_flag(conversation_id, flag["categories"], flag["evidence"], source=flag["source"],
+                                message_id=message_id)
 
     def _no_screening(self, conversation_id: int) -> None:
-        if self.active_screening(conversation_id):
+        if self.active_screening(conversation_id) and not self.screening_paused(conversation_id):
             raise ServiceError("量表筛查进行中：请先回答完问题，再重新生成或比较回复")
 
     def _last_user_message(self, conversation_id: int) -> dict:
@@ -118,17 +156,31 @@ class ChatMixin(ServiceBase):
             raise ServiceError("还没有来访者消息，无法重新生成")
         return users[-1]
 
-    def _context(self, conversation: dict, parent_id: int, detection) -> tuple[list[dict], str]:
+    def _context(self, conversation: dict, parent_id: int, detection, risk: RiskState) -> tuple[list[dict], str]:
         path = self.store.get_path(parent_id)
         stage = self.stages.get(conversation["stage_id"])
-        return build_messages(self._instruction(stage, detection), path), stage.id
+        return build_messages(self._instruction(stage, detection, risk), path), stage.id
 
     @staticmethod
-    def _instruction(stage, detection) -> str:
-        """The system prompt of a turn: the stage's instruction, after the crisis one on a crisis."""
-        if detection is not None and detection.is_crisis:
+    def _instruction(stage, detection, risk: RiskState | None = None) -> str:
+        """The system prompt of a turn: the stage's instruction, after the crisis one on a crisis and
+        for as long as the conversation has an open risk flag."""
+        if (detection is not None and detection.is_crisis) or (risk is not None and risk.active):
             return safety.CRISIS_INSTRUCTION + "\n\n" + stage.instruction
         return stage.instruction
+
+    @staticmethod
+    def _crisis_context(detection, risk: RiskState):
+        """What the reply screen is told about the client: this turn's detection, or the open risk
+        (a reply that dismisses risk is unsafe while the conversation is at risk, not only on the turn)."""
+        if (detection is not None and detection.is_crisis) or not risk.active:
+            return detection
+        return safety.Detection(risk.categories)
+
+    @staticmethod
+    def _pinned(risk: RiskState) -> tuple[str, ...]:
+        note = risk.note(safety.CATEGORY_NAMES)
+        return (note,) if note else ()
 
     def _reply(
         self,
@@ -139,7 +191,8 @@ class ChatMixin(ServiceBase):
         version: dict | None = None,
         make_active: bool = True,
     ) -> Iterator[Event]:
-        messages, stage_id = self._context(conversation, parent_id, detection)
+        risk = self.risk(conversation["id"])
+        messages, stage_id = self._context(conversation, parent_id, detection, risk)
         engine = self.engines.get(version) if version else self.engines.primary
         version_id = version["id"] if version else self.engines.primary_id
         params = params or engine.default_params()
@@ -147,11 +200,18 @@ class ChatMixin(ServiceBase):
         if detection is not None and detection.is_crisis:
             preamble = safety.safety_message(detection, self.resources) + "\n\n"
             yield Event(preamble)
-        gen = engine.start(messages, params)
+        crisis = self._crisis_context(detection, risk)
+        stream = safety.ReplyStream(lambda text: self.rules.screen_reply(text, crisis))
+        gen = engine.start(messages, params, pinned=self._pinned(risk))
         self._running[conversation["id"]] = gen
         try:
             for _ in gen:
-                yield Event(preamble + clean_model_text(gen.text))
+                text = clean_model_text(gen.text)
+                if text.startswith(stream.text) and stream.feed(text[len(stream.text):]):
+                    yield Event(preamble + stream.released)
+            text = clean_model_text(gen.text) if gen.result is None else clean_model_text(gen.result.text)
+            if text.startswith(stream.text):
+                stream.feed(text[len(stream.text):])
         except GenerationError as exc:
             raise ServiceError(public_error(exc)) from None
         except GeneratorExit:
@@ -162,25 +222,27 @@ class ChatMixin(ServiceBase):
                 pass
             if gen.result is not None:
                 self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection,
-                                  make_active, system_prompt=messages[0]["content"])
+                                  make_active, system_prompt=messages[0]["content"], risk=risk)
             raise
         finally:
             self._running.pop(conversation["id"], None)
         message, notices = self._store_reply(
             conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active,
-            system_prompt=messages[0]["content"],
+            system_prompt=messages[0]["content"], risk=risk, screen=stream.close(),
         )
         yield Event(message["content"], done=True, message=message, notices=notices)
 
     def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active,
-                     system_prompt: str):
+                     system_prompt: str, risk: RiskState, screen=None):
         """Screen and store a finished (or interrupted) reply; returns (message, notices).
 
         The exact system prompt the model saw goes into gen_params (the export rebuilds each
         sample's prompt from it) and the length of a crisis preamble into the safety record, so
         training data can separate what the model wrote from what the app put in front of it."""
         text = clean_model_text(result.text)
-        screen = self.rules.screen_reply(text, detection)
+        crisis = self._crisis_context(detection, risk)
+        if screen is None:  # an interrupted reply: screen what was generated
+            screen = self.rules.screen_reply(text, crisis)
         content = preamble + (screen.text if screen.blocked else text)
         status = "blocked" if screen.blocked else ("interrupted" if result.finish_reason == "cancelled" else "complete")
         safety_info = None
@@ -200,7 +262,8 @@ class ChatMixin(ServiceBase):
             content,
             stage_id=stage_id,
             model_version_id=version_id,
-            gen_params={**result.params, "system_prompt": system_prompt},
+            gen_params={**result.params, "system_prompt": system_prompt,
+                        **({"pinned": list(self._pinned(risk))} if risk.active else {})},
             metrics=result.metrics(),
             status=status,
             safety=safety_info,

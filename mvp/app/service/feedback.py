@@ -24,6 +24,7 @@ class FeedbackMixin(ServiceBase):
         self._no_screening(conversation["id"])
         parent = self._last_user_message(conversation["id"])
         detection = self.detect(parent["content"])
+        self._flag_again(conversation["id"], parent["id"], detection)
         versions: list[dict | None] = [None, None]
         if opponent_version_id not in (None, "", self.engines.primary_id):
             versions[1] = self.store.get_model_version(opponent_version_id)
