@@ -438,7 +438,7 @@ def test_a_new_category_is_a_yaml_change_only(tmp_path: Path) -> None:
     assert "gambling：无法控制的赌博" in safety.model_check_prompt(rules)
     assert parse_model_answer('{"categories": ["赌博"]}', rules) == ("gambling",)
     assert combine(det, Detection(("suicide",))).categories == ("suicide", "gambling")
-    proc = _cli(["check", "--rules", str(_write(tmp_path, data))], "借了高利贷去赌\n")
+    proc = _cli(["check", "--rules", str(_write(tmp_path, data))], "为了赌又借了高利贷\n")
     assert json.loads(proc.stdout)["categories"] == ["gambling"]
 
 
