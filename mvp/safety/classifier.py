@@ -1,0 +1,244 @@
+"""The learned crisis classifier: char n-gram TF-IDF + one logistic regression per category.
+
+What it is for: the second detection layer. Rules catch the phrasings someone wrote down; this
+catches the ones nobody did (这几天脑子里一直在想怎么去死). Trained by scikit-learn from data the
+repository ships (mvp/safety/data.py: training_examples), in seconds on 2 CPU cores:
+
+    python -m mvp.safety train                 # writes models/safety/classifier.json.gz
+    python -m mvp.safety train --if-missing    # only when missing or out of date (make run / CI)
+
+The model file is plain JSON (gzip, no pickle: loading runs no code): vocabulary, idf, weights,
+intercepts and thresholds, plus a digest of the training data, the code version and the seed.
+Same data + seed give byte-identical files. It is an ignored build artefact (models/ is in
+.gitignore) and is rebuilt automatically on first use when missing or when its digest no longer
+matches the shipped data, so a clean clone, CI and `make run` all work without a step.
+
+Inference needs numpy only (scikit-learn is needed to train): the text is normalised like the
+rules see it, cut into windows of whole sentences (a long message whose risk is one clause is not
+diluted), and each category is raised when any window scores over its threshold.
+Thresholds come from out-of-fold predictions on the training data only (F2, recall weighted).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mvp.paths import MODELS_DIR
+from mvp.safety.normalise import normalise
+
+CLASSIFIER_VERSION = 1
+# MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
+DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
+NGRAMS = (1, 3)
+MIN_DF = 2
+C = 4.0                          # inverse regularisation strength of each logistic regression
+MIN_POSITIVES = 20               # a category with fewer training examples gets no model
+WINDOW_CHARS = 80                # long messages are scored in windows of whole sentences of about this size
+FOLDS = 5
+F_BETA = 2.0                     # thresholds weight recall twice as much as precision
+MIN_THRESHOLD = 0.2
+WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
+_SENTENCE = re.compile(r"[^。！？!?；;\n…]*[。！？!?；;\n…]*")
+_SPACES = re.compile(r"\s\s+")
+
+
+def prepare(text: str) -> str:
+    """The text as the classifier sees it: normalised like the rules see it."""
+    return normalise(text)[0]
+
+
+def windows(text: str) -> list[str]:
+    """The text itself when short, else windows of whole sentences of about WINDOW_CHARS (and the text)."""
+    if len(text) <= WINDOW_CHARS:
+        return [text]
+    out, current = [], ""
+    for m in _SENTENCE.finditer(text):
+        piece = m.group()
+        while len(piece) > WINDOW_CHARS:                       # one very long sentence: cut it
+            out.append(current + piece[:WINDOW_CHARS - len(current)])
+            piece, current = piece[WINDOW_CHARS - len(current):], ""
+        if len(current) + len(piece) > WINDOW_CHARS and current:
+            out.append(current)
+            current = ""
+        current += piece
+    if current:
+        out.append(current)
+    return out
+
+
+def training_digest(seed: int) -> str:
+    from mvp.safety.data import TRAINING_FILES
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {WINDOW_CHARS}".encode())
+    for path in TRAINING_FILES:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Classifier:
+    """A loaded model: `scores(text)` per category, `detect(text)` as a Detection."""
+
+    vocab: dict[str, int]
+    idf: np.ndarray
+    coef: np.ndarray                 # (features, categories)
+    intercept: np.ndarray
+    categories: tuple[str, ...]
+    thresholds: np.ndarray
+    meta: dict
+
+    def _features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        text = _SPACES.sub(" ", text)
+        counts: dict[int, int] = {}
+        vocab = self.vocab
+        lo, hi = NGRAMS
+        for n in range(lo, hi + 1):
+            for i in range(len(text) - n + 1):
+                j = vocab.get(text[i:i + n])
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+        ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        return ids, tf
+
+    def probabilities(self, text: str) -> np.ndarray:
+        """Per-category probability for one already prepared window (sklearn's TF-IDF + LR, reimplemented)."""
+        ids, tf = self._features(text)
+        if not len(ids):
+            z = self.intercept
+        else:
+            w = (1.0 + np.log(tf)) * self.idf[ids]
+            w /= math.sqrt(float(w @ w))
+            z = w @ self.coef[ids] + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Highest probability over the message's windows, per category."""
+        prepared = prepare(text)
+        best = np.zeros(len(self.categories))
+        for window in windows(prepared):
+            best = np.maximum(best, self.probabilities(window))
+        return dict(zip(self.categories, best.tolist()))
+
+    def detect(self, text: str):
+        from mvp.safety.detect import Detection, ordered
+        prepared = prepare(text)
+        hits: dict[str, tuple[float, str]] = {}
+        for window in windows(prepared):
+            for cat, p, t in zip(self.categories, self.probabilities(window), self.thresholds):
+                if p >= t and p > hits.get(cat, (0.0, ""))[0]:
+                    hits[cat] = (float(p), window)
+        cats = ordered(set(hits))
+        return Detection(cats, tuple(f"classifier.{c}:{hits[c][0]:.2f} {hits[c][1][:24]}" for c in cats))
+
+    def summary(self) -> str:
+        return (f"{len(self.vocab)} n-grams, categories {', '.join(self.categories)}, thresholds "
+                + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
+
+
+def _f_beta_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    best_t, best_f = 0.5, -1.0
+    for t in np.arange(MIN_THRESHOLD, 0.9, 0.02):
+        pred = p >= t
+        tp = float(np.sum(pred & y)); fp = float(np.sum(pred & ~y)); fn = float(np.sum(~pred & y))
+        if tp == 0:
+            continue
+        prec, rec = tp / (tp + fp), tp / (tp + fn)
+        f = (1 + F_BETA ** 2) * prec * rec / (F_BETA ** 2 * prec + rec)
+        if f > best_f + 1e-9:
+            best_t, best_f = float(t), f
+    return round(best_t, 2)
+
+
+def train(seed: int = 0, examples=None) -> Classifier:
+    """Fit the vectoriser and one logistic regression per category (deterministic for a seed)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from mvp.safety.data import training_examples
+    from mvp.safety.detect import _KNOWN
+
+    examples = training_examples() if examples is None else examples
+    texts = [prepare(e.text) for e in examples]
+    categories = tuple(c for c in _KNOWN if sum(c in e.categories for e in examples) >= MIN_POSITIVES)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, min_df=MIN_DF, sublinear_tf=True, lowercase=False,
+                          dtype=np.float64)
+    X = vec.fit_transform(texts)
+    coefs, intercepts, thresholds = [], [], []
+    for cat in categories:
+        y = np.array([cat in e.categories for e in examples])
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", random_state=seed, max_iter=1000)
+        oof = np.zeros(len(y))
+        for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
+            oof[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+        thresholds.append(_f_beta_threshold(y, oof))
+        model.fit(X, y)
+        coefs.append(model.coef_[0])
+        intercepts.append(model.intercept_[0])
+    vocab = {k: int(v) for k, v in vec.vocabulary_.items()}
+    meta = {"version": CLASSIFIER_VERSION, "seed": seed, "digest": training_digest(seed), "examples": len(examples)}
+    return Classifier(vocab, vec.idf_.copy(), np.array(coefs).T, np.array(intercepts), categories,
+                      np.array(thresholds), meta)
+
+
+def save(model: Classifier, path: Path = DEFAULT_MODEL_PATH) -> None:
+    """Write the model as gzip'd JSON, atomically, with identical bytes for identical models."""
+    order = sorted(model.vocab, key=model.vocab.get)
+    r = lambda a: [round(float(x), WEIGHT_DIGITS) for x in a]  # noqa: E731
+    doc = {"_meta": model.meta, "categories": list(model.categories), "thresholds": r(model.thresholds),
+           "intercept": r(model.intercept), "ngrams": order, "idf": r(model.idf),
+           "coef": [r(row) for row in model.coef.T]}
+    raw = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def load(path: Path = DEFAULT_MODEL_PATH) -> Classifier:
+    with gzip.open(path, "rb") as f:
+        doc = json.loads(f.read().decode("utf-8"))
+    return Classifier({g: i for i, g in enumerate(doc["ngrams"])}, np.array(doc["idf"]),
+                      np.array(doc["coef"]).T, np.array(doc["intercept"]), tuple(doc["categories"]),
+                      np.array(doc["thresholds"]), doc["_meta"])
+
+
+def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0) -> bool:
+    """The file exists and was built from the shipped data by this code version."""
+    if not path.exists():
+        return False
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="ignore")
+    except OSError:
+        return False
+    return f'"digest":"{training_digest(seed)}"' in head
+
+
+_LOCK = threading.Lock()
+_DEFAULT: Classifier | None = None
+
+
+def default_classifier() -> Classifier:
+    """The model at DEFAULT_MODEL_PATH, built first if missing or out of date (once per process)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _LOCK:
+            if _DEFAULT is None:
+                if not is_current(DEFAULT_MODEL_PATH):
+                    save(train(), DEFAULT_MODEL_PATH)
+                _DEFAULT = load(DEFAULT_MODEL_PATH)
+    return _DEFAULT
