@@ -34,27 +34,29 @@ from pathlib import Path
 import numpy as np
 
 from mvp.paths import MODELS_DIR
-from mvp.safety.normalise import normalise
+from mvp.safety.detect import MASK
 
 CLASSIFIER_VERSION = 1
 # MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
 DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
 NGRAMS = (1, 3)
 MIN_DF = 2
-C = 4.0                          # inverse regularisation strength of each logistic regression
+C = 16.0                         # inverse regularisation strength of each logistic regression
 MIN_POSITIVES = 20               # a category with fewer training examples gets no model
 WINDOW_CHARS = 80                # long messages are scored in windows of whole sentences of about this size
 FOLDS = 5
-F_BETA = 2.0                     # thresholds weight recall twice as much as precision
+F_BETA = 1.5                     # thresholds weight recall 1.5 times as much as precision
 MIN_THRESHOLD = 0.2
 WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
+IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
 _SENTENCE = re.compile(r"[^。！？!?；;\n…]*[。！？!?；;\n…]*")
 _SPACES = re.compile(r"\s\s+")
 
 
 def prepare(text: str) -> str:
-    """The text as the classifier sees it: normalised like the rules see it."""
-    return normalise(text)[0]
+    """The text as the classifier sees it: normalised like the rules see it, idioms (累死了) masked."""
+    from mvp.safety.detect import default_ruleset
+    return default_ruleset()._prepare(text)[0].replace(MASK, IDIOM_MARK)
 
 
 def windows(text: str) -> list[str]:
@@ -78,8 +80,9 @@ def windows(text: str) -> list[str]:
 
 def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
-    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {WINDOW_CHARS}".encode())
-    for path in TRAINING_FILES:
+    from mvp.safety.rules import DEFAULT_RULES_PATH
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {WINDOW_CHARS}".encode())
+    for path in (*TRAINING_FILES, DEFAULT_RULES_PATH):      # thresholds depend on the rules (union)
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -145,10 +148,11 @@ class Classifier:
                 + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
 
 
-def _f_beta_threshold(y: np.ndarray, p: np.ndarray) -> float:
+def _f_beta_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
+    """The threshold whose union with the rule layer scores best (F-beta) on out-of-fold predictions."""
     best_t, best_f = 0.5, -1.0
-    for t in np.arange(MIN_THRESHOLD, 0.9, 0.02):
-        pred = p >= t
+    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
+        pred = (p >= t) | rules
         tp = float(np.sum(pred & y)); fp = float(np.sum(pred & ~y)); fn = float(np.sum(~pred & y))
         if tp == 0:
             continue
@@ -166,7 +170,7 @@ def train(seed: int = 0, examples=None) -> Classifier:
     from sklearn.model_selection import StratifiedKFold
 
     from mvp.safety.data import training_examples
-    from mvp.safety.detect import _KNOWN
+    from mvp.safety.detect import _KNOWN, default_ruleset
 
     examples = training_examples() if examples is None else examples
     texts = [prepare(e.text) for e in examples]
@@ -174,6 +178,7 @@ def train(seed: int = 0, examples=None) -> Classifier:
     vec = TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, min_df=MIN_DF, sublinear_tf=True, lowercase=False,
                           dtype=np.float64)
     X = vec.fit_transform(texts)
+    found = [set(default_ruleset().detect(e.text).categories) for e in examples]
     coefs, intercepts, thresholds = [], [], []
     for cat in categories:
         y = np.array([cat in e.categories for e in examples])
@@ -181,7 +186,7 @@ def train(seed: int = 0, examples=None) -> Classifier:
         oof = np.zeros(len(y))
         for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
             oof[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
-        thresholds.append(_f_beta_threshold(y, oof))
+        thresholds.append(_f_beta_threshold(y, oof, np.array([cat in f for f in found])))
         model.fit(X, y)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])

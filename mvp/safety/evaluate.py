@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mvp.safety.data import PSYSUICIDE_TEST, Example, load_examples
+from mvp.safety.data import HELDOUT_SPLIT, PSYSUICIDE_TEST, Example, load_examples
 from mvp.safety.rules import SafetyError
 
 RISK = ("suicide", "self_harm")
@@ -70,6 +70,8 @@ def run(data: Path, split: str | None = None, rules_path: Path | None = None, mo
     if show_misses and _is_protected(data):
         raise SafetyError(f"{data}: misses are never shown for the PsySUICIDE test set (it must stay held out); "
                           "use --show-misses on your own data or data/psysuicide/valid.json")
+    if show_misses and split == HELDOUT_SPLIT:
+        raise SafetyError(f"split '{HELDOUT_SPLIT}': its misses are never shown (it is never trained or tuned on)")
     examples = load_examples(data, split)
     if not examples:
         raise SafetyError(f"{data}: no examples" + (f" in split '{split}'" if split else ""))
