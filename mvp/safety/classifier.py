@@ -9,7 +9,7 @@ repository ships (mvp/safety/data.py: training_examples), in seconds on 2 CPU co
 
 The model file is plain JSON (gzip, no pickle: loading runs no code): vocabulary, idf, weights,
 intercepts and thresholds, plus a digest of the training data, the code version and the seed.
-Same data + seed give byte-identical files. It is an ignored build artefact (models/ is in
+Same data + seed give byte-identical files; the digest also covers the rules file and this code. It is an ignored build artefact (models/ is in
 .gitignore) and is rebuilt automatically on first use when missing or when its digest no longer
 matches the shipped data, so a clean clone, CI and `make run` all work without a step.
 
@@ -82,7 +82,9 @@ def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
     from mvp.safety.rules import DEFAULT_RULES_PATH
     h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {WINDOW_CHARS}".encode())
-    for path in (*TRAINING_FILES, DEFAULT_RULES_PATH):      # thresholds depend on the rules (union)
+    here = Path(__file__).resolve().parent
+    code = (here / "classifier.py", here / "data.py", here / "normalise.py")
+    for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

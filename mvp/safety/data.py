@@ -97,4 +97,7 @@ def training_examples() -> list[Example]:
     """Everything the classifier learns from (never the held-out split, never PsySUICIDE test)."""
     written = [e for e in load_examples(WRITTEN) if not e.source.endswith("/" + HELDOUT_SPLIT)]
     valid = [e for e in load_examples(PSYSUICIDE_VALID) if not (e.exploration and not e.categories)]
-    return load_examples(PROJECT_LABELLED) + written + valid
+    held = {e.text for e in load_examples(PSYSUICIDE_TEST)} if PSYSUICIDE_TEST.exists() else set()
+    held |= {e.text for e in load_examples(WRITTEN, HELDOUT_SPLIT)}
+    # decontaminated: a message that also occurs in a held-out set (e.g. 我想跳楼) is left out
+    return [e for e in load_examples(PROJECT_LABELLED) + written + valid if e.text not in held]

@@ -106,18 +106,32 @@ def _split_syllables(word: str) -> list[str] | None:
     return out
 
 
-def _convert_pinyin(run: str) -> str | None:
+def _convert_pinyin(run: str) -> tuple[str, list[int]] | None:
+    """Characters for a run of pinyin, with the offset in `run` each character comes from."""
     syllables: list[str] = []
+    offsets: list[int] = []
+    pos = 0
     for word in run.split(" "):
         parts = _split_syllables(word)
         if parts is None:
             return None
+        for part in parts:
+            offsets.append(pos)
+            pos += len(part)
+        pos += 1
         syllables += parts
     if not _KEY_SYLLABLES.intersection(syllables):
         return None
     if len(syllables) < 3 and run.replace(" ", "") not in _KNOWN_SHORT and " " not in run:
         return None                                    # "side", "sile" in English text stay as they are
-    return "".join(_SYLLABLES[s] for s in syllables)
+    chars: list[str] = []
+    char_offsets: list[int] = []
+    for syllable, offset in zip(syllables, offsets):
+        word = _SYLLABLES[syllable]
+        chars.append(word)
+        char_offsets += [offset] * len(word)
+    char_offsets[-1] = len(run) - 1                   # evidence ends where the run ends
+    return "".join(chars), char_offsets
 
 
 def _rewrite(text: str, index: list[int], pattern: re.Pattern, repl) -> tuple[str, list[int]]:
@@ -129,11 +143,14 @@ def _rewrite(text: str, index: list[int], pattern: re.Pattern, repl) -> tuple[st
         new = repl(m)
         if new is None:
             continue
+        new, offsets = new if isinstance(new, tuple) else (new, None)
         out.append(text[pos:m.start()])
         new_index.extend(index[pos:m.start()])
         out.append(new)
         span, n = m.end() - m.start(), len(new)     # spread the new characters over the replaced span
-        new_index.extend(index[m.start() + (k * (span - 1)) // max(1, n - 1)] for k in range(n))
+        if offsets is None:
+            offsets = [(k * (span - 1)) // max(1, n - 1) for k in range(n)]
+        new_index.extend(index[m.start() + k] for k in offsets)
         pos = m.end()
     out.append(text[pos:])
     new_index.extend(index[pos:])
