@@ -24,7 +24,6 @@ import gzip
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import threading
@@ -89,6 +88,17 @@ def training_digest(seed: int) -> str:
     return h.hexdigest()[:16]
 
 
+_BASE = 1 << 21                  # code points fit in 21 bits: an n-gram (n <= 3) is one int64 key
+
+
+def _key(gram: str) -> int:
+    """Code points + 1 in base 2**21: n-grams of different lengths never share a key (< 2**63)."""
+    key = 0
+    for ch in gram:
+        key = key * _BASE + ord(ch) + 1
+    return key
+
+
 @dataclass
 class Classifier:
     """A loaded model: `scores(text)` per category, `detect(text)` as a Detection."""
@@ -101,49 +111,64 @@ class Classifier:
     thresholds: np.ndarray
     meta: dict
 
-    def _features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        text = _SPACES.sub(" ", text)
-        counts: dict[int, int] = {}
-        vocab = self.vocab
+    def __post_init__(self) -> None:
+        keys = np.array([_key(g) for g in self.vocab], dtype=np.int64)
+        ids = np.fromiter(self.vocab.values(), dtype=np.int64, count=len(self.vocab))
+        order = np.argsort(keys)
+        self._keys, self._ids = keys[order], ids[order]
+
+    def _window_scores(self, parts: list[str]) -> np.ndarray:
+        """Probabilities (windows x categories), all windows at once (vectorised n-gram lookup)."""
+        text = "".join(parts)
+        bounds = np.cumsum([len(p) for p in parts])
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        win = np.searchsorted(bounds, np.arange(len(codes)), side="right")
+        rows, cols = [], []
         lo, hi = NGRAMS
         for n in range(lo, hi + 1):
-            for i in range(len(text) - n + 1):
-                j = vocab.get(text[i:i + n])
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-        ids = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        return ids, tf
+            if len(codes) < n:
+                continue
+            m = len(codes) - n + 1
+            key = np.zeros(m, dtype=np.int64)
+            for k in range(n):
+                key = key * _BASE + codes[k:k + m] + 1
+            same = win[:m] == win[n - 1:n - 1 + m]           # n-grams never cross a window boundary
+            pos = np.searchsorted(self._keys, key)
+            pos[pos >= len(self._keys)] = 0
+            hit = same & (self._keys[pos] == key)
+            rows.append(win[:m][hit])
+            cols.append(self._ids[pos[hit]])
+        z = np.tile(self.intercept, (len(parts), 1))
+        if rows and sum(len(r) for r in rows):
+            r, c = np.concatenate(rows), np.concatenate(cols)
+            pair, counts = np.unique(r * len(self.idf) + c, return_counts=True)
+            r, c = pair // len(self.idf), pair % len(self.idf)
+            w = (1.0 + np.log(counts)) * self.idf[c]
+            norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)))
+            w = w / norm[r]
+            contrib = self.coef[c] * w[:, None]
+            for j in range(len(self.categories)):
+                z[:, j] += np.bincount(r, weights=contrib[:, j], minlength=len(parts))
+        return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities(self, text: str) -> np.ndarray:
         """Per-category probability for one already prepared window (sklearn's TF-IDF + LR, reimplemented)."""
-        ids, tf = self._features(text)
-        if not len(ids):
-            z = self.intercept
-        else:
-            w = (1.0 + np.log(tf)) * self.idf[ids]
-            w /= math.sqrt(float(w @ w))
-            z = w @ self.coef[ids] + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return self._window_scores([_SPACES.sub(" ", text)])[0]
 
     def scores(self, text: str) -> dict[str, float]:
         """Highest probability over the message's windows, per category."""
-        prepared = prepare(text)
-        best = np.zeros(len(self.categories))
-        for window in windows(prepared):
-            best = np.maximum(best, self.probabilities(window))
-        return dict(zip(self.categories, best.tolist()))
+        parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
+        return dict(zip(self.categories, self._window_scores(parts).max(axis=0).tolist()))
 
     def detect(self, text: str):
         from mvp.safety.detect import Detection, ordered
-        prepared = prepare(text)
-        hits: dict[str, tuple[float, str]] = {}
-        for window in windows(prepared):
-            for cat, p, t in zip(self.categories, self.probabilities(window), self.thresholds):
-                if p >= t and p > hits.get(cat, (0.0, ""))[0]:
-                    hits[cat] = (float(p), window)
-        cats = ordered(set(hits))
-        return Detection(cats, tuple(f"classifier.{c}:{hits[c][0]:.2f} {hits[c][1][:24]}" for c in cats))
+        parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
+        probs = self._window_scores(parts)
+        best = probs.argmax(axis=0)
+        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= self.thresholds[j]})
+        col = {c: j for j, c in enumerate(self.categories)}
+        return Detection(cats, tuple(f"classifier.{c}:{probs[best[col[c]], col[c]]:.2f} {parts[best[col[c]]][:24]}"
+                                     for c in cats))
 
     def summary(self) -> str:
         return (f"{len(self.vocab)} n-grams, categories {', '.join(self.categories)}, thresholds "
