@@ -16,7 +16,10 @@ matches the shipped data, so a clean clone, CI and `make run` all work without a
 Inference needs numpy only (scikit-learn is needed to train): the text is normalised like the
 rules see it, cut into windows of whole sentences (a long message whose risk is one clause is not
 diluted), and each category is raised when any window scores over its threshold.
-Thresholds come from out-of-fold predictions on the training data only (F2, recall weighted).
+Thresholds come from out-of-fold predictions on the training data only (never a held-out set), for
+the union with the rule layer, on the examples the rules were not written from: suicide and
+self-harm get the highest threshold that keeps union recall >= TARGET_RECALL (a miss is the worst
+failure), the other categories the best F1.5.
 """
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ C = 16.0                         # inverse regularisation strength of each logis
 MIN_POSITIVES = 20               # a category with fewer training examples gets no model
 WINDOW_CHARS = 80                # long messages are scored in windows of whole sentences of about this size
 FOLDS = 5
-F_BETA = 1.5                     # thresholds weight recall 1.5 times as much as precision
+F_BETA = 1.5                     # other categories: thresholds weight recall 1.5 times as much as precision
+RECALL_FIRST = ("suicide", "self_harm")   # these get the highest threshold that keeps TARGET_RECALL
+TARGET_RECALL = 0.95
+PROJECT_SOURCE = "crisis_labelled/"
 MIN_THRESHOLD = 0.2
 WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
 IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
@@ -80,7 +86,7 @@ def windows(text: str) -> list[str]:
 def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
     from mvp.safety.rules import DEFAULT_RULES_PATH
-    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {WINDOW_CHARS}".encode())
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {TARGET_RECALL} {WINDOW_CHARS}".encode())
     here = Path(__file__).resolve().parent
     code = (here / "classifier.py", here / "data.py", here / "normalise.py")
     for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
@@ -175,6 +181,16 @@ class Classifier:
                 + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
 
 
+def _recall_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
+    """The highest threshold whose union with the rule layer keeps TARGET_RECALL on out-of-fold predictions."""
+    best = MIN_THRESHOLD
+    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
+        pred = (p >= t) | rules
+        if np.sum(pred & y) >= TARGET_RECALL * np.sum(y):
+            best = float(t)
+    return round(best, 2)
+
+
 def _f_beta_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
     """The threshold whose union with the rule layer scores best (F-beta) on out-of-fold predictions."""
     best_t, best_f = 0.5, -1.0
@@ -206,6 +222,10 @@ def train(seed: int = 0, examples=None) -> Classifier:
                           dtype=np.float64)
     X = vec.fit_transform(texts)
     found = [set(default_ruleset().detect(e.text).categories) for e in examples]
+    # thresholds are chosen where the rules were not written from the data (not the project's own set)
+    tune = np.array([not e.source.startswith(PROJECT_SOURCE) for e in examples])
+    if tune.sum() < 50:
+        tune[:] = True
     coefs, intercepts, thresholds = [], [], []
     for cat in categories:
         y = np.array([cat in e.categories for e in examples])
@@ -213,7 +233,9 @@ def train(seed: int = 0, examples=None) -> Classifier:
         oof = np.zeros(len(y))
         for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
             oof[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
-        thresholds.append(_f_beta_threshold(y, oof, np.array([cat in f for f in found])))
+        ruled = np.array([cat in f for f in found])
+        pick = _recall_threshold if cat in RECALL_FIRST else _f_beta_threshold
+        thresholds.append(pick(y[tune], oof[tune], ruled[tune]))
         model.fit(X, y)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])
