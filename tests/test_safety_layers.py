@@ -221,3 +221,9 @@ def test_stream_long_sentence_released_at_a_clause_break() -> None:
     assert "".join(released).startswith(part)
     with pytest.raises(RuntimeError):
         stream.close() and stream.feed("x")
+
+
+def test_train_command_if_missing_is_a_no_op_when_current() -> None:
+    classifier.default_classifier()
+    proc = _cli("train", "--if-missing")
+    assert proc.returncode == 0 and b"up to date" in proc.stdout

@@ -226,11 +226,13 @@ class RuleSet:
         if not self.prefilter or trigger is None or len(norm) < WINDOWED_MIN_CHARS or width > MAX_WINDOWED_WIDTH:
             yield from regex.finditer(norm)
             return
-        hits = _char_class(trigger).finditer(norm)
+        positions = [m.start() for m in _char_class(trigger).finditer(norm)]
+        if len(positions) * 2 * (width + WINDOW_MARGIN) >= len(norm):    # dense: one scan is cheaper
+            yield from regex.finditer(norm)
+            return
         lo = hi = -1
         seen: set[tuple[int, int]] = set()
-        for h in (*hits, None):
-            p = h.start() if h is not None else None
+        for p in (*positions, None):
             if p is not None and p - width <= hi:          # extend the current window
                 hi = p + width + WINDOW_MARGIN
                 continue
