@@ -163,7 +163,14 @@ def layer_figures() -> dict:
 
 
 def reply_screening() -> dict:
+    """Blocked recall / precision on the written replies: all of them (seen), and the held-out split."""
     rows = [json.loads(line) for line in REPLIES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = _reply_figures(rows)
+    out["heldout"] = _reply_figures([r for r in rows if r.get("split") == "heldout"])
+    return out
+
+
+def _reply_figures(rows: list[dict]) -> dict:
     got = [safety.screen_reply(r["text"]) for r in rows]
     tp = sum(r["blocked"] and g.blocked for r, g in zip(rows, got))
     fp = sum(not r["blocked"] and g.blocked for r, g in zip(rows, got))
@@ -244,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     rs = result["reply_screening"]
     print(f"reply screening ({rs['replies']} replies): blocked recall {rs['recall']} precision {rs['precision']}; "
           f"per kind recall {rs['per_kind_recall']}")
+    h = rs["heldout"]
+    print(f"  held-out replies ({h['replies']}): blocked recall {h['recall']} precision {h['precision']}; "
+          f"per kind recall {h['per_kind_recall']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
