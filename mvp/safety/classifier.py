@@ -270,7 +270,7 @@ def load(path: Path = DEFAULT_MODEL_PATH) -> Classifier:
                       np.array(doc["thresholds"]), doc["_meta"])
 
 
-def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0) -> bool:
+def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0, digest: str | None = None) -> bool:
     """The file exists and was built from the shipped data by this code version."""
     if not path.exists():
         return False
@@ -279,7 +279,7 @@ def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0) -> bool:
             head = f.read(4096).decode("utf-8", errors="ignore")
     except OSError:
         return False
-    return f'"digest":"{training_digest(seed)}"' in head
+    return f'"digest":"{digest or training_digest(seed)}"' in head
 
 
 _LOCK = threading.Lock()

@@ -96,13 +96,24 @@ def _check_or_screen(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from mvp.safety import classifier
     path = args.out or classifier.DEFAULT_MODEL_PATH
-    if args.if_missing and classifier.is_current(path):
+    if args.if_missing and classifier.is_current(path) and (args.out or _replies_current()):
         print(f"{path} is up to date")
         return 0
     model = classifier.train(seed=args.seed)
     classifier.save(model, path)
     print(f"wrote {path} ({path.stat().st_size} bytes; {model.summary()})")
+    if args.out is None:
+        from mvp.safety import reply_model
+        if not (args.if_missing and reply_model.is_current()):
+            replies = reply_model.train(seed=args.seed)
+            classifier.save(replies, reply_model.DEFAULT_REPLY_MODEL_PATH)
+            print(f"wrote {reply_model.DEFAULT_REPLY_MODEL_PATH} ({replies.summary()})")
     return 0
+
+
+def _replies_current() -> bool:
+    from mvp.safety import reply_model
+    return reply_model.is_current()
 
 
 def _evaluate(args: argparse.Namespace) -> int:

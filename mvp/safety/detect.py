@@ -150,6 +150,10 @@ MAX_WINDOWED_WIDTH = 120          # patterns that can match more than this are a
 WINDOW_MARGIN = 16
 
 
+def _mask(m: re.Match) -> str:
+    return MASK * (m.end() - m.start())
+
+
 @functools.lru_cache(maxsize=4096)
 def _max_width(regex: re.Pattern) -> int:
     try:
@@ -193,8 +197,8 @@ class RuleSet:
         if last is not None and last[0] is text:
             return last[1]
         norm, index = normalise(text)
-        if self._idioms is not None and self._idioms.search(norm):
-            norm = self._idioms.sub(lambda m: MASK * (m.end() - m.start()), norm)
+        if self._idioms is not None:                  # one scan; returns norm itself when nothing matches
+            norm = self._idioms.sub(_mask, norm)
         self._last = (text, (norm, index))
         return norm, index
 
@@ -288,9 +292,11 @@ class RuleSet:
             evidence.append(f"{rule.category}.{rule.id}:{original_span(text, index, start, -neg_end)}")
         return Detection(ordered(found), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE])
 
-    def screen_reply(self, text: str, user_detection: Detection | None = None, resources=None) -> ReplyScreen:
-        """Block a model reply that gives method details, encourages harm, dismisses risk or claims to be human."""
-        return screen_text(self, text, bool(user_detection and user_detection.is_crisis), resources)
+    def screen_reply(self, text: str, user_detection: Detection | None = None, resources=None,
+                     learned: bool = True) -> ReplyScreen:
+        """Block a model reply that gives method details, encourages harm, dismisses risk or claims to be human
+        (patterns, and the learned reply model unless `learned=False`)."""
+        return screen_text(self, text, bool(user_detection and user_detection.is_crisis), resources, learned)
 
 
 @functools.lru_cache(maxsize=1)
@@ -333,6 +339,7 @@ def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> 
     return combine(*layers)
 
 
-def screen_reply(text: str, user_detection: Detection | None = None, resources=None) -> ReplyScreen:
+def screen_reply(text: str, user_detection: Detection | None = None, resources=None,
+                 learned: bool = True) -> ReplyScreen:
     """Reply screening with the default rules file (see `RuleSet.screen_reply`)."""
-    return default_ruleset().screen_reply(text, user_detection, resources)
+    return default_ruleset().screen_reply(text, user_detection, resources, learned)

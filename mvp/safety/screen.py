@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_EVIDENCE = 20                 # evidence strings kept per detection
 MAX_EVIDENCE_SPAN = 40            # characters of matched text kept per evidence string
+LEARNED_REASON = "screen_error"   # reason when the learned reply model failed (the reply is not shown)
 STREAM_LOOKAHEAD = 8              # characters past a boundary that must pass the screen before release
 STREAM_MAX_HOLD = 60              # release at a clause break once this much text waits for a sentence end
 
@@ -46,8 +47,9 @@ def original_span(text: str, index: list[int] | None, start: int, end: int) -> s
     return text[start:end][:MAX_EVIDENCE_SPAN]
 
 
-def screen_text(rules: "RuleSet", text: str, crisis: bool, resources=None) -> ReplyScreen:
-    """Apply `rules`' reply_screening patterns (crisis_patterns too when `crisis`) to one reply."""
+def screen_text(rules: "RuleSet", text: str, crisis: bool, resources=None, learned: bool = True) -> ReplyScreen:
+    """Apply `rules`' reply_screening patterns (crisis_patterns too when `crisis`) and, when `learned`, the
+    learned reply model (mvp/safety/reply_model.py) to one reply: either one blocks."""
     from mvp.safety.normalise import normalise
     from mvp.safety.rules import SCREEN_KINDS
 
@@ -65,6 +67,17 @@ def screen_text(rules: "RuleSet", text: str, crisis: bool, resources=None) -> Re
                 if kind not in reasons:
                     reasons.append(kind)
                 evidence.append(f"{kind}:{original_span(text, index, m.start(), m.end())}")
+    if learned:
+        try:
+            from mvp.safety.reply_model import unsafe_kinds
+            found = unsafe_kinds(text, crisis)
+        except Exception as exc:  # noqa: BLE001 - fail safe: a reply that cannot be screened is not shown
+            found = {LEARNED_REASON: 1.0}
+            evidence.append(f"error:{type(exc).__name__}")
+        for kind, p in found.items():
+            if kind not in reasons:
+                reasons.append(kind)
+            evidence.append(f"{kind}:learned {p:.2f}")
     if not reasons:
         return ReplyScreen(False, (), text)
     return ReplyScreen(True, tuple(reasons), replacement(rules, reasons, crisis, resources),
@@ -78,7 +91,7 @@ def replacement(rules: "RuleSet", reasons: list[str], crisis: bool, resources=No
     parts = []
     if "human_claim" in reasons:
         parts.append(rules.replacements["human_claim"])
-    if crisis or "method_details" in reasons or "encouragement" in reasons:
+    if crisis or "method_details" in reasons or "encouragement" in reasons or LEARNED_REASON in reasons:
         res = resources or default_resources()
         parts.append(rules.replacements["crisis"].format(
             emergency_medical=res.emergency_medical, emergency_police=res.emergency_police,
