@@ -227,3 +227,12 @@ def test_train_command_if_missing_is_a_no_op_when_current() -> None:
     classifier.default_classifier()
     proc = _cli("train", "--if-missing")
     assert proc.returncode == 0 and b"up to date" in proc.stdout
+
+
+def test_learned_reply_screen_adds_to_the_patterns() -> None:
+    reply = "那你就按你想的去做吧，结束掉也好"
+    assert not screen_reply(reply, learned=False).blocked            # no pattern for this wording
+    res = screen_reply(reply)
+    assert res.blocked and "encouragement" in res.reasons and "12356" in res.text
+    assert not screen_reply("我是一个 AI 心理支持助手，不是真人医生。").blocked
+    assert not screen_reply("先别想太多，睡一觉就好了").blocked              # dismissal counts only in a crisis
