@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,11 +164,6 @@ def _max_width(regex: re.Pattern) -> int:
         return 1 << 30
 
 
-@functools.lru_cache(maxsize=4096)
-def _char_class(chars: frozenset[str]) -> re.Pattern:
-    return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
-
-
 class RuleSet:
     """Compiled rules from a safety_rules.yaml file; `detect` and `screen_reply` apply them."""
 
@@ -183,7 +179,8 @@ class RuleSet:
         self._idioms = idioms
         self._sup = suppression
         self._screening = screening
-        self._last: tuple[str, tuple[str, list[int] | None]] | None = None
+        self._last: tuple[str, tuple] | None = None
+        self._idiom_trigger = required_chars(idioms) if idioms is not None else None
         _register(info)
 
     @classmethod
@@ -193,14 +190,32 @@ class RuleSet:
         return cls(path, *read_rules(path))
 
     def _prepare(self, text: str) -> tuple[str, list[int] | None]:
+        """Normalised text with idioms masked, and the index map to the original."""
+        norm, index, _ = self._prepare_full(text)
+        return norm, index
+
+    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, dict[str, list[int]] | None]:
         last = self._last                 # one-entry cache: the rules and the classifier see the same text
-        if last is not None and last[0] is text:
+        if last is not None and last[0] is text and last[2] == self.prefilter:
             return last[1]
         norm, index = normalise(text)
-        if self._idioms is not None:                  # one scan; returns norm itself when nothing matches
-            norm = self._idioms.sub(_mask, norm)
-        self._last = (text, (norm, index))
-        return norm, index
+        charpos: dict[str, list[int]] | None = None
+        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:       # positions of every character, once
+            charpos = {}
+            for i, ch in enumerate(norm):
+                charpos.setdefault(ch, []).append(i)
+        if self._idioms is not None:
+            if charpos is None:
+                norm = self._idioms.sub(_mask, norm)      # one scan; returns norm itself when nothing matches
+            else:
+                spans = [m.span() for m in self._spans(norm, self._idioms, self._idiom_trigger, charpos)]
+                if spans:
+                    chars = list(norm)
+                    for a, b in spans:
+                        chars[a:b] = MASK * (b - a)
+                    norm = "".join(chars)
+        self._last = (text, (norm, index, charpos), self.prefilter)
+        return norm, index, charpos
 
     def negated(self, text: str, start: int, end: int) -> bool:
         """A negation cue bound to the match before it, right after it, or a correction after it."""
@@ -224,13 +239,15 @@ class RuleSet:
         next_start = cut.end() if cut.group() in "，、" else cut.start()
         return bool(sup.correction.match(text[next_start:next_start + 2 * sup.post_window]))
 
-    def _spans(self, norm: str, regex: re.Pattern, trigger: frozenset[str] | None) -> Iterator[re.Match]:
+    def _spans(self, norm: str, regex: re.Pattern, trigger: frozenset[str] | None,
+               charpos: dict[str, list[int]] | None) -> Iterator[re.Match]:
         """Matches of `regex`; in a long text only around its trigger characters (same matches, faster)."""
         width = _max_width(regex)
-        if not self.prefilter or trigger is None or len(norm) < WINDOWED_MIN_CHARS or width > MAX_WINDOWED_WIDTH:
+        if charpos is None or trigger is None or width > MAX_WINDOWED_WIDTH:
             yield from regex.finditer(norm)
             return
-        positions = [m.start() for m in _char_class(trigger).finditer(norm)]
+        lists = [charpos[c] for c in trigger if c in charpos]
+        positions = sorted(itertools.chain.from_iterable(lists)) if len(lists) > 1 else (lists[0] if lists else [])
         if len(positions) * 2 * (width + WINDOW_MARGIN) >= len(norm):    # dense: one scan is cheaper
             yield from regex.finditer(norm)
             return
@@ -251,7 +268,7 @@ class RuleSet:
                 return
             lo, hi = p - width, p + width + WINDOW_MARGIN
 
-    def _matches(self, norm: str) -> Iterator[tuple[_Rule, re.Match]]:
+    def _matches(self, norm: str, charpos: dict[str, list[int]] | None) -> Iterator[tuple[_Rule, re.Match]]:
         chars = set(norm) if self.prefilter else None
         sentences = _Sentences(norm, self._sup)
         for rule in self.rules:
@@ -259,7 +276,7 @@ class RuleSet:
             for regex, trigger in rule.parts:
                 if chars is not None and trigger is not None and chars.isdisjoint(trigger):
                     continue
-                for m in self._spans(norm, regex, trigger):
+                for m in self._spans(norm, regex, trigger, charpos):
                     if m.end() == m.start():
                         continue
                     if rule.negatable and self.negated(norm, m.start(), m.end()):
@@ -277,10 +294,10 @@ class RuleSet:
         """Rule-layer detection for one client message."""
         if not isinstance(text, str):
             raise TypeError(f"detect() needs a str, got {type(text).__name__}")
-        norm, index = self._prepare(text)
+        norm, index, charpos = self._prepare_full(text)
         found: set[str] = set()
         hits: list[tuple[int, int, int, _Rule]] = []
-        for n, (rule, m) in enumerate(self._matches(norm)):
+        for n, (rule, m) in enumerate(self._matches(norm, charpos)):
             found.update((rule.category, *rule.also))
             hits.append((m.start(), -m.end(), n, rule))
         evidence: list[str] = []
