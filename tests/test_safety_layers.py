@@ -224,7 +224,9 @@ def test_stream_long_sentence_released_at_a_clause_break() -> None:
 
 
 def test_train_command_if_missing_is_a_no_op_when_current() -> None:
+    from mvp.safety.reply_model import default_reply_model
     classifier.default_classifier()
+    default_reply_model()
     proc = _cli("train", "--if-missing")
     assert proc.returncode == 0 and b"up to date" in proc.stdout
 
