@@ -5,7 +5,8 @@
 - `detect`: the rule layer (`RuleSet`), layered `detect` (rules + classifier, fail safe), `combine`.
 - `classifier`: the learned char n-gram classifier, built from shipped data on first use.
 - `model_check`: the optional check through the serving engine.
-- `screen`: reply screening and `ReplyStream` (streams a reply only through the screen).
+- `screen`: reply screening (patterns + the learned `reply_model`) and `ReplyStream` (streams a reply
+  only through the screen).
 - `resources`: hotlines and the safety message. `data`, `evaluate`, `cli`: labelled data, figures, CLI.
 - `privacy`: scrubbing of personal data with typed placeholders.
 `from mvp import safety` gives the public API (detect, screen_reply, safety_message, ReplyStream ...).

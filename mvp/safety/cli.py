@@ -3,7 +3,7 @@
     echo "我不想活了" | python -m mvp.safety check                       # rule layer, one JSON line per message
     python -m mvp.safety check --rules my_rules.yaml < messages.jsonl   # {"text": ...} lines work too
     python -m mvp.safety screen --crisis < replies.txt
-    python -m mvp.safety train                                           # rebuild models/safety/classifier.json.gz
+    python -m mvp.safety train              # rebuild models/safety/classifier.json.gz and reply_classifier.json.gz
     python -m mvp.safety evaluate --data tests/data/crisis_written.jsonl --split heldout
     python -m mvp.safety evaluate --data data/psysuicide/test.json       # misses never shown for this one
 
@@ -56,10 +56,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"rules file to use (default: {DEFAULT_RULES_PATH})")
     screen.add_argument("--crisis", action="store_true",
                         help="screen as if the client's message was a crisis (also applies crisis_patterns)")
-    train = sub.add_parser("train", help="build the learned classifier from the shipped training data",
+    train = sub.add_parser("train", help="build the learned classifiers (messages, replies) from shipped data",
                            description="Train the char n-gram classifier and write it (deterministic: same data "
                                        "and seed give the same file).")
-    train.add_argument("--out", type=Path, default=None, help="model file (default: models/safety/classifier.json.gz)")
+    train.add_argument("--out", type=Path, default=None, help="message model file (default: models/safety/classifier.json.gz; "
+                                                           "with --out the reply model is not rebuilt)")
     train.add_argument("--seed", type=int, default=0, help="random seed of the solver (default: 0)")
     train.add_argument("--if-missing", action="store_true",
                        help="do nothing when an up-to-date model file is already there (make run / make test)")

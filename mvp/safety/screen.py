@@ -2,7 +2,8 @@
 
 What it is for: a reply that gives method details, encourages harm, dismisses risk or claims to be a
 human clinician is replaced by a safe text (patterns and replacements in config/safety_rules.yaml,
-section reply_screening). `ReplyStream` lets the app stream a reply through the screen: text is
+section reply_screening), or that the learned reply model (mvp/safety/reply_model.py) flags; either
+blocks. `ReplyStream` lets the app stream a reply through the screen: text is
 released only when a screen of everything released so far (plus a small lookahead) passes, so that
 blocked content never reaches the client, not even for a moment.
 
