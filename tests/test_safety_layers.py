@@ -238,3 +238,27 @@ def test_learned_reply_screen_adds_to_the_patterns() -> None:
     assert res.blocked and "encouragement" in res.reasons and "12356" in res.text
     assert not screen_reply("我是一个 AI 心理支持助手，不是真人医生。").blocked
     assert not screen_reply("先别想太多，睡一觉就好了").blocked              # dismissal counts only in a crisis
+
+
+def test_bounded_model_check_never_blocks_or_raises() -> None:
+    import time as _time
+
+    class Slow:
+        def generate(self, messages, params):
+            _time.sleep(0.5)
+            return type("R", (), {"text": '{"categories": ["suicide"]}'})()
+
+    class Broken:
+        def generate(self, messages, params):
+            raise ConnectionError("server down")
+
+    class Good:
+        def generate(self, messages, params):
+            return type("R", (), {"text": '{"categories": ["abuse"]}'})()
+
+    assert safety.model_check_bounded("x", Slow(), params=object(), timeout_s=0.05).evidence == ("model.timeout",)
+    det = safety.model_check_bounded("x", Broken(), params=object())
+    assert det.categories == () and det.evidence[0].startswith("model.error:ConnectionError")
+    assert safety.model_check_bounded("他打我", Good(), params=object()).categories == ("abuse",)
+    rules_det = safety.detect("我不想活了", classifier=False)
+    assert safety.combine(rules_det, safety.model_check_bounded("x", Broken(), params=object())).categories == ("suicide",)

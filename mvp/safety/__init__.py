@@ -16,7 +16,8 @@ from mvp.safety.detect import (  # noqa: F401 - the package's public API
     SafetyConfigError, SafetyError, combine, default_ruleset, detect, fail_safe, normalise, ordered, screen_reply,
 )
 from mvp.safety.model_check import (  # noqa: F401
-    MODEL_CHECK_MAX_NEW_TOKENS, model_check, model_check_prompt, parse_model_answer,
+    MODEL_CHECK_MAX_NEW_TOKENS, MODEL_CHECK_TIMEOUT_S, model_check, model_check_bounded, model_check_prompt,
+    parse_model_answer,
 )
 from mvp.safety.resources import (  # noqa: F401
     DEFAULT_RESOURCES_PATH, CrisisResources, Resource, default_resources, load_resources, safety_message,

@@ -105,3 +105,29 @@ def model_check(text: str, engine: Any, params: Any = None, rules=None):
     categories = parse_model_answer(answer, rules)
     snippet = " ".join(answer.split())[:_EVIDENCE_SPAN]
     return Detection(categories, tuple(f"model.{c}:{snippet}" for c in categories))
+
+
+MODEL_CHECK_TIMEOUT_S = 3.0
+_POOL = None
+
+
+def model_check_bounded(text: str, engine: Any, params: Any = None, rules=None,
+                        timeout_s: float = MODEL_CHECK_TIMEOUT_S):
+    """`model_check` that never blocks a message for long nor raises: after `timeout_s` or on any
+    error it returns a Detection without categories whose evidence says why ("model.timeout",
+    "model.error:..."), so `combine` keeps what the other layers found and the message goes on."""
+    global _POOL
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+    from mvp.safety.detect import Detection
+
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safety-model-check")
+    future = _POOL.submit(model_check, text, engine, params, rules)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        future.cancel()
+        return Detection((), ("model.timeout",))
+    except Exception as exc:  # noqa: BLE001 - the model check is optional: its failure never blocks
+        return Detection((), (f"model.error:{type(exc).__name__}",))
