@@ -26,6 +26,7 @@ REPLIES = REPO_ROOT / "tests" / "data" / "crisis_replies.jsonl"
 PSYSUICIDE_VALID = DATA_DIR / "psysuicide" / "valid.json"
 PSYSUICIDE_TEST = DATA_DIR / "psysuicide" / "test.json"
 HELDOUT_SPLIT = "heldout"
+RISK_CATEGORIES = ("suicide", "self_harm")   # "risk" in the figures; recall first in the classifier
 TRAINING_FILES = (PROJECT_LABELLED, WRITTEN, PSYSUICIDE_VALID)
 
 PSYSUICIDE_LABELS = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mvp.safety.data import HELDOUT_SPLIT, PSYSUICIDE_TEST, Example, load_examples
+from mvp.safety.data import HELDOUT_SPLIT, PSYSUICIDE_TEST, RISK_CATEGORIES, Example, load_examples
 from mvp.safety.rules import SafetyError
 
-RISK = ("suicide", "self_harm")
+RISK = RISK_CATEGORIES
 LAYERS = ("rules", "classifier", "combined")
 MAX_MISSES_SHOWN = 200
 
