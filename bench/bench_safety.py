@@ -1,6 +1,6 @@
-"""Benchmark of the crisis rule layer: recall / precision on the labelled set, and time per message.
+"""Benchmark of crisis detection: each layer on each labelled set, reply screening, and time per message.
 
-How to run (about 10 s on one core):
+How to run (about 30 s on one core; the classifier is built first if missing):
     python bench/bench_safety.py                 # prints a table, writes bench/results/safety.json
     python bench/bench_safety.py --rules my.yaml --out /tmp/safety.json
 
@@ -25,6 +25,13 @@ are recorded in the issue report, not here.
 Timing: detection per message (absolute µs) against a baseline measured in the same run, the cost of a
 bare chat turn: copying the message string and `json.dumps` of a typical chat payload (system prompt,
 one earlier exchange, the new user message). Goal: under 1 ms per message.
+Long messages (issue 12): rules + classifier on 1,000 / 2,000 / 4,000 characters of client turns, median
+and p99 CPU ms (goal: p99 <= 5 ms at 4,000) and the 4,000 / 1,000 ratio (linear: about 4); repetitive
+input (想死 x 2000, 我被打 x 1333) that used to be quadratic.
+Layers: recall / precision of suicide or self-harm risk for the rules, the classifier and their union
+on the written held-out split (never trained or tuned on), PsySUICIDE test (never trained or tuned
+on; 关于自杀的探索 apart) and the project's labelled set (seen). Reply screening: the written labelled
+replies tests/data/crisis_replies.jsonl.
 """
 from __future__ import annotations
 
@@ -39,7 +46,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mvp import safety  # noqa: E402
 from mvp.safety import CATEGORIES, RuleSet  # noqa: E402
+from mvp.safety.data import PSYSUICIDE_TEST, REPLIES, WRITTEN  # noqa: E402
 
 LABELLED = ROOT / "tests" / "data" / "crisis_labelled.jsonl"
 CORPORA = (ROOT / "data" / "cpsycound_dev.jsonl", ROOT / "data" / "mdd5k_dev.jsonl")
@@ -106,6 +115,76 @@ def corpus_turns() -> list[str]:
     return turns
 
 
+def _cpu_ms(fn, text: str, rounds: int) -> list[float]:
+    fn(text)
+    out = []
+    for _ in range(rounds):
+        start = time.process_time()
+        fn(text)
+        out.append((time.process_time() - start) * 1000)
+    return sorted(out)
+
+
+def long_message_timing(rules: RuleSet, turns: list[str], rounds: int = 200) -> dict:
+    """Rules + classifier (safety.detect) on long messages; CPU time, so other processes count less."""
+    joined = "".join(turns)
+    detect = lambda t: safety.detect(t, rules=rules)  # noqa: E731
+    by_length = {}
+    for n in (1000, 2000, 4000):
+        text = (joined * (1 + 4000 // max(1, len(joined))))[:n]
+        times = [t for t in _cpu_ms(lambda x: (setattr(rules, "_last", None), detect(x)), text, rounds)]
+        base = _cpu_ms(bare_chat_turn, text, rounds)
+        med = statistics.median(times)
+        by_length[n] = {"median_ms": round(med, 2), "p99_ms": round(times[int(0.99 * len(times)) - 1], 2),
+                        "baseline_ms": round(statistics.median(base), 3),
+                        "ratio_to_baseline": round(med / max(1e-6, statistics.median(base)), 1)}
+    repetitive = {}
+    for label, text in (("想死x2000", "想死" * 2000), ("我被打x1333", "我被打" * 1333)):
+        repetitive[label] = round(statistics.median(_cpu_ms(lambda x: (setattr(rules, "_last", None), detect(x)),
+                                                            text, 20)), 2)
+    return {"by_length": by_length, "goal_p99_ms_at_4000": 5.0,
+            "ratio_4000_to_1000": round(by_length[4000]["median_ms"] / by_length[1000]["median_ms"], 2),
+            "repetitive_ms": repetitive}
+
+
+def layer_figures() -> dict:
+    from mvp.safety import evaluate
+    sets = {"written_heldout": (WRITTEN, "heldout"), "psysuicide_test": (PSYSUICIDE_TEST, None),
+            "project_labelled(seen)": (LABELLED, None)}
+    out = {}
+    for name, (path, split) in sets.items():
+        if not path.exists():
+            continue
+        report = evaluate.run(path, split=split)
+        out[name] = {layer: {"messages": report["messages"], **s["risk"],
+                             **({"exploration_flagged": s["exploration_flagged"]} if "exploration_flagged" in s else {})}
+                     for layer, s in report["layers"].items()}
+    return out
+
+
+def reply_screening() -> dict:
+    """Blocked recall / precision on the written replies: all of them (seen), and the held-out split."""
+    rows = [json.loads(line) for line in REPLIES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    out = _reply_figures(rows)
+    out["heldout"] = _reply_figures([r for r in rows if r.get("split") == "heldout"])
+    return out
+
+
+def _reply_figures(rows: list[dict]) -> dict:
+    got = [safety.screen_reply(r["text"]) for r in rows]
+    tp = sum(r["blocked"] and g.blocked for r, g in zip(rows, got))
+    fp = sum(not r["blocked"] and g.blocked for r, g in zip(rows, got))
+    fn = sum(r["blocked"] and not g.blocked for r, g in zip(rows, got))
+    kinds = sorted({k for r in rows for k in r["reasons"]})
+    per_kind = {k: round(sum(g.blocked for r, g in zip(rows, got) if k in r["reasons"])
+                         / sum(k in r["reasons"] for r in rows), 3) for k in kinds}
+    crisis = safety.Detection(("suicide",))
+    safe_blocked_in_crisis = sum(safety.screen_reply(r["text"], crisis).blocked for r in rows if not r["blocked"])
+    return {"replies": len(rows), "unsafe": sum(r["blocked"] for r in rows), "recall": round(tp / (tp + fn), 3),
+            "precision": round(tp / (tp + fp), 3) if tp + fp else None, "false_blocks": fp,
+            "per_kind_recall": per_kind, "safe_replies_blocked_in_crisis_mode": safe_blocked_in_crisis}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recall / precision and speed of the crisis rule layer.")
     parser.add_argument("--rules", type=Path, default=None, help="rules file (default: config/safety_rules.yaml)")
@@ -143,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                                        "note": "unlabelled depression / counselling dialogues; many flags are "
                                                "true disclosures of ideation"}
     result["timing"] = timing
+    result["long_messages"] = long_message_timing(rules, all_turns or texts)
+    result["layers"] = layer_figures()
+    result["reply_screening"] = reply_screening()
     result["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
                              "processor": platform.processor() or "unknown"}
 
@@ -157,6 +239,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundled dialogue client turns (avg {timing['corpus_avg_chars']} chars): "
               f"{timing['corpus_detect_us_per_message']} µs/message; flagged {result['bundled_dialogues']['flagged']}"
               f" of {result['bundled_dialogues']['client_turns']}")
+    lm = result["long_messages"]
+    for n, d in lm["by_length"].items():
+        print(f"{n} chars: rules+classifier median {d['median_ms']} ms, p99 {d['p99_ms']} ms "
+              f"(baseline {d['baseline_ms']} ms, ratio {d['ratio_to_baseline']}x)")
+    print(f"linearity 4000/1000: {lm['ratio_4000_to_1000']}; repetitive: {lm['repetitive_ms']}")
+    for name, layers in result["layers"].items():
+        for layer, r in layers.items():
+            print(f"{name:24s} {layer:10s} recall {r['recall']} precision {r['precision']} (n={r['messages']})"
+                  + (f" exploration flagged {r['exploration_flagged']}" if r.get("exploration_flagged") else ""))
+    rs = result["reply_screening"]
+    print(f"reply screening ({rs['replies']} replies): blocked recall {rs['recall']} precision {rs['precision']}; "
+          f"per kind recall {rs['per_kind_recall']}")
+    h = rs["heldout"]
+    print(f"  held-out replies ({h['replies']}): blocked recall {h['recall']} precision {h['precision']}; "
+          f"per kind recall {h['per_kind_recall']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")

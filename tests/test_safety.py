@@ -420,3 +420,40 @@ def test_combine_is_a_union_the_model_cannot_remove() -> None:
     assert both.categories == ("suicide", "medical")
     assert both.evidence == ("suicide.passive_wish:不想活", "model.medical:x")
     assert combine(Detection(), Detection(("abuse",), ("model.abuse:y",))).categories == ("abuse",)
+
+
+# --- categories live in the rules file only ----------------------------------------------------------
+
+def test_a_new_category_is_a_yaml_change_only(tmp_path: Path) -> None:
+    data = _rules_data()
+    data["category_info"]["gambling"] = {"name": "赌博失控", "description": "无法控制的赌博、为赌博借高利贷",
+                                         "advice": "如果你因为赌债处在危险中，可以拨打 {police}。",
+                                         "aliases": ["赌博"]}
+    data["categories"]["gambling"] = [{"id": "debt", "patterns": ["赌[^，。]{0,4}(高利贷|网贷)"]}]
+    rules = RuleSet.load(_write(tmp_path, data))
+    det = rules.detect("为了赌又借了高利贷")
+    assert det.categories == ("gambling",) and det.names() == ("赌博失控",)
+    assert "赌博失控" in "".join(Detection(("gambling",)).names())
+    assert "如果你因为赌债处在危险中，可以拨打 110" in safety_message(det, load_resources(), rules=rules)
+    assert "gambling：无法控制的赌博" in safety.model_check_prompt(rules)
+    assert parse_model_answer('{"categories": ["赌博"]}', rules) == ("gambling",)
+    assert combine(det, Detection(("suicide",))).categories == ("suicide", "gambling")
+    proc = _cli(["check", "--rules", str(_write(tmp_path, data))], "为了赌又借了高利贷\n")
+    assert json.loads(proc.stdout)["categories"] == ["gambling"]
+
+
+def test_category_info_validation(tmp_path: Path) -> None:
+    data = _rules_data()
+    data["category_info"]["medical"].pop("advice")
+    with pytest.raises(SafetyConfigError, match="'category_info.medical.advice'"):
+        RuleSet.load(_write(tmp_path, data))
+    data = _rules_data()
+    data["category_info"]["abuse"]["advice"] = "请拨打 {hotline}"
+    with pytest.raises(SafetyConfigError, match="'category_info.abuse.advice'"):
+        RuleSet.load(_write(tmp_path, data))
+
+
+def test_model_prompt_is_built_from_the_rules_file() -> None:
+    prompt = safety.model_check_prompt()
+    for cat in CATEGORIES:
+        assert f"{cat}：" in prompt

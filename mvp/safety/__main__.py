@@ -1,6 +1,6 @@
-"""`python -m mvp.safety check|screen`: try crisis rules on messages (see mvp/safety/detect.py)."""
+"""`python -m mvp.safety check|screen|train|evaluate` (see mvp/safety/cli.py)."""
 import sys
 
-from mvp.safety.detect import main
+from mvp.safety.cli import main
 
 sys.exit(main())

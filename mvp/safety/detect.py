@@ -1,88 +1,69 @@
-"""Crisis detection on client messages and screening of model replies.
+"""Crisis detection on client messages: the rule layer, the layered `detect`, and the union `combine`.
 
 What it is for: every client message goes through `detect(text)`; when it returns a crisis the app
-puts `safety_message(...)` (calm words plus hotlines from config/crisis_resources.yaml) in front of
-the reply and switches the model to `CRISIS_INSTRUCTION`. Every model reply goes through
-`screen_reply(...)` before the client sees it. Rules live in config/safety_rules.yaml, written for
-clinicians to extend; this module only applies them. Everything here works offline without a model.
+puts `safety_message(...)` (mvp/safety/resources.py) in front of the reply and switches the model to
+`CRISIS_INSTRUCTION`. Rules live in config/safety_rules.yaml, written for clinicians to extend; the
+crisis categories (names, descriptions, advice, aliases) are declared there once, in `category_info`.
 
-How to run (clinicians try their rule changes this way):
-    echo "我不想活了" | python -m mvp.safety check
-    python -m mvp.safety check --rules config/safety_rules.yaml < messages.jsonl   # {"text": ...}
-    python -m mvp.safety screen --crisis < replies.txt
+    echo "我不想活了" | python -m mvp.safety check              # the rule layer, per message
+    python -m mvp.safety evaluate --data tests/data/crisis_labelled.jsonl
 
-Categories: suicide, self_harm, harm_others, abuse, medical (see `CATEGORIES`, `CATEGORY_NAMES`).
+Layers, combined as a union (no layer can hide what another found):
+  1. `RuleSet.detect`: the rules file, offline and deterministic (below);
+  2. the learned classifier (mvp/safety/classifier.py), built from shipped data on first use;
+  3. optionally `model_check` through the serving engine (mvp/safety/model_check.py).
+`detect(text)` runs 1 and 2 and never raises for a str: an error inside a layer gives a Detection
+with `review=True` (flag for a reviewer and show the resources), never a bare error to the client.
 
 How the rule layer decides (`RuleSet.detect`):
-  1. Normalise: traditional -> simplified for common characters, full-width letters and digits ->
-     ASCII, ASCII punctuation -> Chinese punctuation, lower case, whitespace next to a Chinese
-     character removed ("我 不 想 活 了" -> "我不想活了"). Evidence is cut from the original text.
+  1. Normalise (mvp/safety/normalise.py): traditional -> simplified, full width, separators inside
+     words, pinyin, emoji and stand-ins for 死. Evidence is cut from the original text.
   2. Mask every `idioms` match (累死了, 笑死我了, 剧本杀, 打我电话): nothing inside can match.
   3. Every category pattern match is kept unless
-       - negated: a `negation.before` cue in the same clause within `negation_window` characters
-         before it, an `immediate` negator right before it (不想死), or a `negation.after` cue in the
-         same clause right after it (自杀这种念头我从来没有过); a rule may set `negation: false`;
-       - in context: its sentence has a `context` cue (新闻, 小说, 教材, 来访者 ...) and no
-         `override` cue (我也);
-       - past and resolved: its sentence has a `resolution.past` cue before it and a
-         `resolution.resolved` cue after it (以前有过想死的念头，但现在没有了).
+       - negated: a `negation.before` cue in the same clause that binds to the match (only
+         `negation.scope` words between them: 我从来没有真的想过要自杀; but 别管我了我就是想死 is kept),
+         an `immediate` negator right before it (不想死), or a `negation.after` cue in the same
+         clause right after it (自杀这种念头我从来没有过); a rule may set `negation: false`;
+       - in context: its sentence has a `context` cue (新闻, 小说, 教材 ...) and no `override` cue;
+       - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it.
   4. Any kept match raises its category and the categories in the rule's `also`.
-  Decisions: a past attempt or past abuse NOT stated as over is flagged (a history of attempts is the
-  strongest risk factor); one stated as over is not. "我不想活了" is risk (the 不 belongs to the
-  pattern); "不想死" is not. A third person's risk told by the client (我朋友说想自杀) is flagged on
-  purpose: the hotlines help the helper too and a reviewer should see it.
-
-Model check (optional): `model_check(text, engine)` asks the same engine for a JSON classification;
-`combine(rule_det, model_det)` is the union: the model can add categories, never remove one, so the
-rule layer alone decides whether a crisis is at least flagged, offline and deterministically.
+Every step is linear in the message length: sentence facts are computed once per sentence and
+each rule keeps at most MAX_EVIDENCE matches.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
+import bisect
 import functools
-import io
-import json
+import itertools
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Iterator
 
-from mvp.paths import CONFIG_DIR
 from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them from mvp.safety
     CATEGORIES,
     DEFAULT_NEGATION_WINDOW,
     DEFAULT_POST_NEGATION_WINDOW,
+    DEFAULT_RULES_PATH,
     MAX_WINDOW,
     SCREEN_KINDS,
+    CategoryInfo,
     SafetyConfigError,
     SafetyError,
-    _Checker,
-    _read_yaml,
     _Rule,
-    _Suppression,
     normalise,
+    read_category_info,
     read_rules,
     required_chars,
 )
+from mvp.safety.resources import CrisisResources, Resource, load_resources  # noqa: F401 - older imports
+from mvp.safety.screen import MAX_EVIDENCE, MAX_EVIDENCE_SPAN, ReplyScreen, original_span, screen_text
 
-CATEGORY_NAMES: dict[str, str] = {
-    "suicide": "自杀风险",
-    "self_harm": "自伤",
-    "harm_others": "伤害他人",
-    "abuse": "遭受暴力或虐待",
-    "medical": "急性医疗紧急情况",
-}
-
-DEFAULT_RULES_PATH = CONFIG_DIR / "safety_rules.yaml"
-DEFAULT_RESOURCES_PATH = CONFIG_DIR / "crisis_resources.yaml"
-
-MAX_EVIDENCE = 20                 # evidence strings kept per detection
-MAX_EVIDENCE_SPAN = 40            # characters of matched text kept per evidence string
-MODEL_CHECK_MAX_NEW_TOKENS = 48
-MODEL_ANSWER_MAX_CHARS = 400      # the part of a model answer that is parsed
 MASK = "\x00"
+# Every category ever loaded, in declaration order: display names for Detection.names() and the
+# order of combined categories, so that a rules file with a new category works end to end.
+_KNOWN: dict[str, CategoryInfo] = dict(read_category_info())
+CATEGORY_NAMES: dict[str, str] = {c: info.name for c, info in _KNOWN.items()}
 
 CRISIS_INSTRUCTION = (
     "来访者刚才的话里出现了危机信号。请你这样回应：\n"
@@ -94,76 +75,43 @@ CRISIS_INSTRUCTION = (
     "回复简短、口语化，一次只问一个问题。"
 )
 
-MODEL_CHECK_PROMPT = (
-    "你是心理咨询平台的安全分类器。阅读来访者的一条消息，判断其中是否包含以下风险，可以多选：\n"
-    "suicide：自杀的想法、计划、准备或行为\n"
-    "self_harm：伤害自己的行为或冲动（如割伤、烫伤、打自己）\n"
-    "harm_others：想要伤害或杀害他人\n"
-    "abuse：正在或曾经遭受暴力、性侵、虐待、威胁或禁锢\n"
-    "medical：急性医疗紧急情况（如已经服下过量药物或毒物、大量出血、昏迷）\n"
-    "成语和夸张（如“累死了”“笑死我了”）、明确的否定（如“我从没想过自杀”）、新闻书籍电影或专业学习中的讨论都不算风险。\n"
-    '只输出一行 JSON，例如 {"categories": ["suicide"]}；没有风险时输出 {"categories": []}。'
-)
 
-_ALIASES: tuple[tuple[str, str], ...] = (
-    ("self_harm", "self_harm"), ("self-harm", "self_harm"), ("harm_others", "harm_others"),
-    ("suicide", "suicide"), ("abuse", "abuse"), ("medical", "medical"),
-    ("自杀", "suicide"), ("轻生", "suicide"), ("自伤", "self_harm"), ("自残", "self_harm"),
-    ("伤害他人", "harm_others"), ("伤人", "harm_others"), ("暴力", "abuse"), ("虐待", "abuse"),
-    ("性侵", "abuse"), ("医疗", "medical"), ("急救", "medical"),
-)
-_NONE_ANSWER = re.compile(r"^\W*(无|没有|否|none|null|no|\[\])\W*$", re.IGNORECASE)
-_ALIAS_NEGATION = re.compile(r"(无|(不|没有|非|未|否|not|no)\s?(属于|是|涉及|包含|存在|含有|有|符合)?)\W{0,2}$",
-                             re.IGNORECASE)
+def _register(infos: dict[str, CategoryInfo]) -> None:
+    for cat, info in infos.items():
+        _KNOWN.setdefault(cat, info)
+        CATEGORY_NAMES.setdefault(cat, info.name)
+
+
+def ordered(categories: set[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Categories in declaration order (unknown ones last, sorted)."""
+    found = set(categories)
+    return tuple(c for c in _KNOWN if c in found) + tuple(sorted(found - set(_KNOWN)))
 
 
 @dataclass(frozen=True)
 class Detection:
-    """Result of a check: categories in `CATEGORIES` order and "category.rule:matched text" evidence."""
+    """Result of a check: categories in declaration order and "category.rule:matched text" evidence.
+
+    `review` is set when a layer failed (fail safe): the message must be flagged for a reviewer and
+    the crisis resources shown, even though no category could be decided.
+    """
 
     categories: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
+    review: bool = False
 
     @property
     def is_crisis(self) -> bool:
-        return bool(self.categories)
+        return bool(self.categories) or self.review
 
     def names(self) -> tuple[str, ...]:
         """Chinese display names of the categories."""
-        return tuple(CATEGORY_NAMES[c] for c in self.categories)
+        return tuple(CATEGORY_NAMES.get(c, c) for c in self.categories)
 
 
-@dataclass(frozen=True)
-class ReplyScreen:
-    """Screening of a model reply: `text` is the reply itself or, when blocked, a safe replacement."""
-
-    blocked: bool
-    reasons: tuple[str, ...]
-    text: str
-    evidence: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Resource:
-    name: str
-    phone: str
-
-
-@dataclass(frozen=True)
-class CrisisResources:
-    """Hotlines and emergency numbers from config/crisis_resources.yaml."""
-
-    hotlines: tuple[Resource, ...]
-    emergency_medical: str
-    emergency_police: str
-    verified: str = ""
-
-    def phone_numbers(self) -> tuple[str, ...]:
-        """Every number shown to clients (the PII scrubber keeps these)."""
-        return tuple(r.phone for r in self.hotlines) + (self.emergency_medical, self.emergency_police)
-
-    def hotline_text(self) -> str:
-        return "；".join(f"{r.name} {r.phone}" for r in self.hotlines)
+def fail_safe(error: BaseException) -> Detection:
+    """The Detection for a message whose check failed: flag it for review and show the resources."""
+    return Detection((), (f"error:{type(error).__name__}: {str(error)[:MAX_EVIDENCE_SPAN]}",), review=True)
 
 
 # --- rule layer (rules file: mvp/safety/rules.py) ----------------------------------------------
@@ -172,18 +120,68 @@ _CLAUSE_BREAK = re.compile(r"[，。！？；：、\n.…~]|但是|但|可是|�
 _SENTENCE_BREAK = re.compile(r"[。！？；\n…]")
 
 
+class _Sentences:
+    """Sentence boundaries and per-sentence facts of one normalised text, each computed once."""
+
+    def __init__(self, text: str, sup) -> None:
+        self.text, self.sup = text, sup
+        self.ends = [m.start() for m in _SENTENCE_BREAK.finditer(text)]
+        self._facts: dict[int, tuple[bool, int, int]] = {}
+
+    def facts(self, pos: int) -> tuple[bool, int, int]:
+        """(in context, end of the first past cue, start of the last resolved cue) for pos's sentence."""
+        i = bisect.bisect_left(self.ends, pos)
+        if i not in self._facts:
+            s = self.ends[i - 1] + 1 if i else 0
+            e = self.ends[i] if i < len(self.ends) else len(self.text)
+            sup, text = self.sup, self.text
+            context = bool(sup.context.search(text, s, e)) and not (sup.override and sup.override.search(text, s, e))
+            past = sup.past.search(text, s, e)
+            resolved = [m.start() for m in sup.resolved.finditer(text, s, e)]
+            self._facts[i] = (context, past.end() if past else -1, resolved[-1] if resolved else -1)
+        return self._facts[i]
+
+    def suppressed(self, start: int, end: int) -> bool:
+        context, past_end, resolved_start = self.facts(start)
+        return context or (0 <= past_end <= end and resolved_start >= end)
+
+
+WINDOWED_MIN_CHARS = 400          # from this length, patterns run only around their trigger characters
+MAX_WINDOWED_WIDTH = 120          # patterns that can match more than this are always run on the whole text
+WINDOW_MARGIN = 16
+
+
+def _mask(m: re.Match) -> str:
+    return MASK * (m.end() - m.start())
+
+
+@functools.lru_cache(maxsize=4096)
+def _max_width(regex: re.Pattern) -> int:
+    try:
+        from re import _parser as parser
+        return int(parser.parse(regex.pattern, regex.flags & ~re.UNICODE).getwidth()[1])
+    except Exception:  # pragma: no cover - never let an optimisation break detection
+        return 1 << 30
+
+
 class RuleSet:
     """Compiled rules from a safety_rules.yaml file; `detect` and `screen_reply` apply them."""
 
-    def __init__(self, path: Path, rules: list[_Rule], idioms: re.Pattern | None, suppression: _Suppression,
-                 screening: dict[str, tuple[re.Pattern, re.Pattern | None]], replacements: dict[str, str]) -> None:
+    def __init__(self, path: Path, info: dict[str, CategoryInfo], rules: list[_Rule], idioms: re.Pattern | None,
+                 suppression, screening: dict[str, tuple[re.Pattern, re.Pattern | None]],
+                 replacements: dict[str, str]) -> None:
         self.path = path
+        self.info = info
+        self.categories = tuple(info)
         self.rules = rules
         self.replacements = replacements
         self.prefilter = True    # skip rules that cannot match (see required_chars); tests turn it off
         self._idioms = idioms
         self._sup = suppression
         self._screening = screening
+        self._last: tuple[str, tuple] | None = None
+        self._idiom_trigger = required_chars(idioms) if idioms is not None else None
+        _register(info)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "RuleSet":
@@ -191,29 +189,48 @@ class RuleSet:
         path = Path(path) if path is not None else DEFAULT_RULES_PATH
         return cls(path, *read_rules(path))
 
-    # -- detection --
-
     def _prepare(self, text: str) -> tuple[str, list[int] | None]:
-        norm, index = normalise(text)
-        if self._idioms is not None and self._idioms.search(norm):
-            chars = list(norm)
-            for m in self._idioms.finditer(norm):
-                chars[m.start():m.end()] = MASK * (m.end() - m.start())
-            norm = "".join(chars)
+        """Normalised text with idioms masked, and the index map to the original."""
+        norm, index, _ = self._prepare_full(text)
         return norm, index
 
-    def _negated(self, text: str, start: int, end: int) -> bool:
-        """A negation cue in the clause before the match, right after it, or a correction after it."""
+    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, dict[str, list[int]] | None]:
+        last = self._last                 # one-entry cache: the rules and the classifier see the same text
+        if last is not None and last[0] is text and last[2] == self.prefilter:
+            return last[1]
+        norm, index = normalise(text)
+        charpos: dict[str, list[int]] | None = None
+        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:       # positions of every character, once
+            charpos = {}
+            for i, ch in enumerate(norm):
+                charpos.setdefault(ch, []).append(i)
+        if self._idioms is not None:
+            if charpos is None:
+                norm = self._idioms.sub(_mask, norm)      # one scan; returns norm itself when nothing matches
+            else:
+                spans = [m.span() for m in self._spans(norm, self._idioms, self._idiom_trigger, charpos)]
+                if spans:
+                    chars = list(norm)
+                    for a, b in spans:
+                        chars[a:b] = MASK * (b - a)
+                    norm = "".join(chars)
+        self._last = (text, (norm, index, charpos), self.prefilter)
+        return norm, index, charpos
+
+    def negated(self, text: str, start: int, end: int) -> bool:
+        """A negation cue bound to the match before it, right after it, or a correction after it."""
         sup = self._sup
         if start and text[start - 1] in sup.immediate:
             return True
         lo = max(0, start - sup.window)
         for cut in _CLAUSE_BREAK.finditer(text, lo, start):
             lo = cut.end()
-        if lo < start and sup.before.search(text, lo, start):      # pos/endpos: lookbehinds see context
-            return True
+        if lo < start:
+            for cue in sup.before.finditer(text, lo, start):         # pos/endpos: lookbehinds see context
+                if sup.scope.fullmatch(text, cue.end(), start):
+                    return True
         cut = _CLAUSE_BREAK.search(text, end, end + 2 * sup.post_window)
-        clause_end = cut.start() if cut else len(text)
+        clause_end = cut.start() if cut else min(len(text), end + 2 * sup.post_window)
         if sup.after.search(text, end, min(clause_end, end + sup.post_window)):
             return True
         if cut is None:
@@ -222,95 +239,81 @@ class RuleSet:
         next_start = cut.end() if cut.group() in "，、" else cut.start()
         return bool(sup.correction.match(text[next_start:next_start + 2 * sup.post_window]))
 
-    def _suppressed_by_sentence(self, text: str, start: int, end: int) -> bool:
-        """Context cue in the sentence (without a first-person override), or past and resolved."""
-        sup = self._sup
-        s = start
-        while s > 0 and not _SENTENCE_BREAK.match(text, s - 1):
-            s -= 1
-        m = _SENTENCE_BREAK.search(text, end)
-        e = m.start() if m else len(text)
-        if sup.context.search(text, s, e) and not (sup.override and sup.override.search(text, s, e)):
-            return True
-        return bool(sup.past.search(text, s, end)) and bool(sup.resolved.search(text, end, e))
+    def _spans(self, norm: str, regex: re.Pattern, trigger: frozenset[str] | None,
+               charpos: dict[str, list[int]] | None) -> Iterator[re.Match]:
+        """Matches of `regex`; in a long text only around its trigger characters (same matches, faster)."""
+        width = _max_width(regex)
+        if charpos is None or trigger is None or width > MAX_WINDOWED_WIDTH:
+            yield from regex.finditer(norm)
+            return
+        lists = [charpos[c] for c in trigger if c in charpos]
+        positions = sorted(itertools.chain.from_iterable(lists)) if len(lists) > 1 else (lists[0] if lists else [])
+        if len(positions) * 2 * (width + WINDOW_MARGIN) >= len(norm):    # dense: one scan is cheaper
+            yield from regex.finditer(norm)
+            return
+        lo = hi = -1
+        seen: set[tuple[int, int]] = set()
+        for p in (*positions, None):
+            if p is not None and p - width <= hi:          # extend the current window
+                hi = p + width + WINDOW_MARGIN
+                continue
+            if hi >= 0:
+                end = min(len(norm), hi)
+                for m in regex.finditer(norm, max(0, lo), end):
+                    # a match ending inside the margin may be an artefact of endpos ($, lookaheads)
+                    if (m.end() <= end - WINDOW_MARGIN or end == len(norm)) and m.span() not in seen:
+                        seen.add(m.span())
+                        yield m
+            if p is None:
+                return
+            lo, hi = p - width, p + width + WINDOW_MARGIN
 
-    def _matches(self, norm: str, rules: Iterable[_Rule]) -> Iterator[tuple[_Rule, re.Match]]:
+    def _matches(self, norm: str, charpos: dict[str, list[int]] | None) -> Iterator[tuple[_Rule, re.Match]]:
         chars = set(norm) if self.prefilter else None
-        for rule in rules:
+        sentences = _Sentences(norm, self._sup)
+        for rule in self.rules:
+            kept = 0
             for regex, trigger in rule.parts:
                 if chars is not None and trigger is not None and chars.isdisjoint(trigger):
                     continue
-                for m in regex.finditer(norm):
+                for m in self._spans(norm, regex, trigger, charpos):
                     if m.end() == m.start():
                         continue
-                    if rule.negatable and self._negated(norm, m.start(), m.end()):
+                    if rule.negatable and self.negated(norm, m.start(), m.end()):
                         continue
-                    if self._suppressed_by_sentence(norm, m.start(), m.end()):
+                    if sentences.suppressed(m.start(), m.end()):
                         continue
                     yield rule, m
+                    kept += 1
+                    if kept >= MAX_EVIDENCE:      # the category is found; more matches add nothing
+                        break
+                if kept >= MAX_EVIDENCE:
+                    break
 
     def detect(self, text: str) -> Detection:
         """Rule-layer detection for one client message."""
         if not isinstance(text, str):
             raise TypeError(f"detect() needs a str, got {type(text).__name__}")
-        norm, index = self._prepare(text)
+        norm, index, charpos = self._prepare_full(text)
         found: set[str] = set()
-        hits: list[tuple[int, int, _Rule]] = []
-        for rule, m in self._matches(norm, self.rules):
+        hits: list[tuple[int, int, int, _Rule]] = []
+        for n, (rule, m) in enumerate(self._matches(norm, charpos)):
             found.update((rule.category, *rule.also))
-            hits.append((m.start(), -m.end(), rule))
+            hits.append((m.start(), -m.end(), n, rule))
         evidence: list[str] = []
-        kept: list[tuple[int, int, _Rule]] = []
-        for start, neg_end, rule in sorted(hits, key=lambda h: (h[0], h[1])):
-            if any(r is rule and s <= start and -neg_end <= e for s, e, r in kept):
-                continue                   # inside a longer match of the same rule
-            kept.append((start, -neg_end, rule))
-            evidence.append(f"{rule.category}.{rule.id}:{_original_span(text, index, start, -neg_end)}")
-        return Detection(tuple(c for c in CATEGORIES if c in found), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE])
+        reach: dict[int, int] = {}                 # rule -> furthest end kept so far (hits sorted by start)
+        for start, neg_end, _, rule in sorted(hits, key=lambda h: (h[0], h[1], h[2])):
+            if reach.get(id(rule), -1) >= -neg_end:
+                continue                           # inside a longer match of the same rule
+            reach[id(rule)] = -neg_end
+            evidence.append(f"{rule.category}.{rule.id}:{original_span(text, index, start, -neg_end)}")
+        return Detection(ordered(found), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE])
 
-    # -- reply screening --
-
-    def screen_reply(self, text: str, user_detection: Detection | None = None,
-                     resources: CrisisResources | None = None) -> ReplyScreen:
-        """Block a model reply that gives method details, encourages harm, dismisses risk or claims to be human."""
-        crisis = bool(user_detection and user_detection.is_crisis)
-        norm, index = normalise(text)
-        reasons: list[str] = []
-        evidence: list[str] = []
-        for kind in SCREEN_KINDS:
-            always, crisis_only = self._screening[kind]
-            for regex in (always, crisis_only if crisis else None):
-                if regex is None:
-                    continue
-                for m in regex.finditer(norm):
-                    if m.end() == m.start() or self._negated(norm, m.start(), m.end()):
-                        continue
-                    if kind not in reasons:
-                        reasons.append(kind)
-                    evidence.append(f"{kind}:{_original_span(text, index, m.start(), m.end())}")
-        if not reasons:
-            return ReplyScreen(False, (), text)
-        return ReplyScreen(True, tuple(reasons), self._replacement(reasons, crisis, resources),
-                           tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE])
-
-    def _replacement(self, reasons: list[str], crisis: bool, resources: CrisisResources | None) -> str:
-        parts = []
-        if "human_claim" in reasons:
-            parts.append(self.replacements["human_claim"])
-        if crisis or "method_details" in reasons or "encouragement" in reasons:
-            res = resources or _default_resources()
-            parts.append(self.replacements["crisis"].format(
-                emergency_medical=res.emergency_medical, emergency_police=res.emergency_police,
-                hotlines=res.hotline_text()))
-        elif "dismissive" in reasons or not parts:
-            parts.append(self.replacements["default"])
-        return "\n\n".join(parts)
-
-
-def _original_span(text: str, index: list[int] | None, start: int, end: int) -> str:
-    if index is not None:
-        start, end = index[start], index[end - 1] + 1
-    return text[start:end][:MAX_EVIDENCE_SPAN]
+    def screen_reply(self, text: str, user_detection: Detection | None = None, resources=None,
+                     learned: bool = True) -> ReplyScreen:
+        """Block a model reply that gives method details, encourages harm, dismisses risk or claims to be human
+        (patterns, and the learned reply model unless `learned=False`)."""
+        return screen_text(self, text, bool(user_detection and user_detection.is_crisis), resources, learned)
 
 
 @functools.lru_cache(maxsize=1)
@@ -319,205 +322,41 @@ def default_ruleset() -> RuleSet:
     return RuleSet.load()
 
 
-def detect(text: str) -> Detection:
-    """Rule-layer detection with the default rules file."""
-    return default_ruleset().detect(text)
+def combine(*detections: Detection | None) -> Detection:
+    """Union: any layer may add categories (and the review flag), none can remove what another found."""
+    present = [d for d in detections if d is not None]
+    if not present:
+        return Detection()
+    cats: set[str] = set()
+    evidence: tuple[str, ...] = ()
+    for d in present:
+        cats.update(d.categories)
+        evidence += d.evidence
+    return Detection(ordered(cats), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE], any(d.review for d in present))
 
 
-def screen_reply(text: str, user_detection: Detection | None = None,
-                 resources: CrisisResources | None = None) -> ReplyScreen:
+def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> Detection:
+    """Layered detection: the rule layer and the learned classifier, as a union; fail safe on errors.
+
+    `rules` defaults to config/safety_rules.yaml; `classifier=False` runs the rules only.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"detect() needs a str, got {type(text).__name__}")
+    layers: list[Detection] = []
+    try:
+        layers.append((rules or default_ruleset()).detect(text))
+    except Exception as exc:  # noqa: BLE001 - a failed layer must still flag the message
+        layers.append(fail_safe(exc))
+    if classifier:
+        try:
+            from mvp.safety.classifier import default_classifier   # lazy: numpy only when used
+            layers.append(default_classifier().detect(text))
+        except Exception as exc:  # noqa: BLE001
+            layers.append(fail_safe(exc))
+    return combine(*layers)
+
+
+def screen_reply(text: str, user_detection: Detection | None = None, resources=None,
+                 learned: bool = True) -> ReplyScreen:
     """Reply screening with the default rules file (see `RuleSet.screen_reply`)."""
-    return default_ruleset().screen_reply(text, user_detection, resources)
-
-
-# --- crisis resources and the safety message ------------------------------------------------------
-
-
-def load_resources(path: str | Path | None = None) -> CrisisResources:
-    """Read and validate crisis_resources.yaml (default config/crisis_resources.yaml)."""
-    path = Path(path) if path is not None else DEFAULT_RESOURCES_PATH
-    data = _read_yaml(path)
-    ck = _Checker(path)
-    ck.keys(data, "", ("version", "verified", "hotlines", "emergency"), required=("hotlines", "emergency"))
-    if not isinstance(data["hotlines"], list) or not data["hotlines"]:
-        raise ck.fail("hotlines", "must be a non-empty list of {name, phone}")
-    hotlines = []
-    for i, entry in enumerate(data["hotlines"]):
-        ck.keys(entry, f"hotlines[{i}]", ("name", "phone", "note"), required=("name", "phone"))
-        phone = ck.text(entry["phone"], f"hotlines[{i}].phone")
-        if not re.fullmatch(r"[0-9][0-9 -]{1,18}[0-9]", phone):
-            raise ck.fail(f"hotlines[{i}].phone", f"'{phone}' is not a phone number (digits, spaces, dashes)")
-        hotlines.append(Resource(ck.text(entry["name"], f"hotlines[{i}].name"), phone))
-    emergency = ck.keys(data["emergency"], "emergency", ("medical", "police"), required=("medical", "police"))
-    return CrisisResources(tuple(hotlines), ck.text(emergency["medical"], "emergency.medical"),
-                           ck.text(emergency["police"], "emergency.police"), str(data.get("verified") or ""))
-
-
-@functools.lru_cache(maxsize=1)
-def _default_resources() -> CrisisResources:
-    return load_resources()
-
-
-_CATEGORY_ADVICE = {
-    "medical": "如果你已经服下了药物、受了伤，或者身体正处在危险中，请现在就拨打 {medical} 急救电话，"
-               "或者请身边的人马上送你去最近的医院急诊。",
-    "suicide": "如果你此刻有结束生命的想法或打算，请先让自己离开危险的地方，把药物、刀具等东西放远一些，"
-               "待在有人的地方。",
-    "self_harm": "如果你现在有伤害自己的冲动，请先把可能伤到自己的东西放远一些，给自己一点时间，"
-                 "让这股冲动慢慢过去。",
-    "harm_others": "如果你担心自己会控制不住伤害别人，请先离开让你冲动的场合，远离刀具等物品，"
-                   "给自己一点冷静下来的时间。",
-    "abuse": "如果你现在处在危险之中，请尽快去安全的地方，并拨打 {police} 报警。发生这样的事，不是你的错。",
-}
-
-
-def safety_message(detection: Detection, resources: CrisisResources | None = None) -> str:
-    """A calm Chinese message with crisis resources, shown before the reply; "" when no crisis."""
-    if not detection.is_crisis:
-        return ""
-    res = resources or _default_resources()
-    lines = ["谢谢你愿意把这些告诉我，我能感受到你现在很不好受。你的安全对我来说是最重要的。"]
-    for cat in CATEGORIES:
-        if cat in detection.categories:
-            lines.append(_CATEGORY_ADVICE[cat].format(medical=res.emergency_medical, police=res.emergency_police))
-    lines.append("你不必一个人扛着，这些专业的求助渠道可以帮到你：")
-    lines += [f"· {r.name}：{r.phone}" for r in res.hotlines]
-    lines.append(f"· 情况紧急时：拨打 {res.emergency_medical}（急救）或 {res.emergency_police}（报警）")
-    lines.append("也可以联系一位你信任的人，请他/她现在陪在你身边。我也会在这里继续陪你聊。")
-    return "\n".join(lines)
-
-
-# --- optional model-based check -----------------------------------------------------------------
-
-
-def _default_model_params() -> Any:
-    try:
-        from mvp.model.engine import GenerationParams  # lazy: the engine is optional for this module
-    except ImportError as exc:
-        raise SafetyError("model_check needs mvp.model.engine.GenerationParams; pass params= explicitly "
-                          f"or install the engine ({exc})") from None
-    kwargs: dict[str, Any] = {"max_new_tokens": MODEL_CHECK_MAX_NEW_TOKENS}
-    names = {f.name for f in dataclasses.fields(GenerationParams)} if dataclasses.is_dataclass(GenerationParams) else set()
-    if "do_sample" in names:
-        kwargs["do_sample"] = False
-    if "seed" in names:
-        kwargs["seed"] = 0
-    if "temperature" in names and "do_sample" not in names:
-        try:
-            return GenerationParams(**kwargs, temperature=0.0)
-        except (TypeError, ValueError):
-            pass
-    return GenerationParams(**kwargs)
-
-
-def parse_model_answer(answer: str) -> tuple[str, ...]:
-    """Categories named in a classifier answer: JSON first, then keywords that are not negated."""
-    answer = answer[:MODEL_ANSWER_MAX_CHARS]
-    found: list[str] = []
-    m = re.search(r"\{[^{}]*\}", answer)
-    if m:
-        try:
-            obj = json.loads(m.group())
-        except json.JSONDecodeError:
-            obj = None
-        if isinstance(obj, dict) and "categories" in obj:
-            items = obj["categories"]
-            items = [items] if isinstance(items, str) else items if isinstance(items, list) else []
-            for item in items:
-                item = str(item).strip().lower()
-                found += [cat for alias, cat in _ALIASES if alias in item]
-            return tuple(c for c in CATEGORIES if c in found)
-    if _NONE_ANSWER.match(answer.strip()):
-        return ()
-    lowered = answer.lower()
-    for alias, cat in _ALIASES:
-        for hit in re.finditer(re.escape(alias), lowered):
-            if not _ALIAS_NEGATION.search(lowered[max(0, hit.start() - 6):hit.start()]):
-                found.append(cat)
-    return tuple(c for c in CATEGORIES if c in found)
-
-
-def model_check(text: str, engine: Any, params: Any = None) -> Detection:
-    """Ask the engine (anything with `generate(messages, params)` returning `.text`) to classify `text`."""
-    messages = [{"role": "system", "content": MODEL_CHECK_PROMPT}, {"role": "user", "content": text}]
-    result = engine.generate(messages, params if params is not None else _default_model_params())
-    answer = getattr(result, "text", result)
-    answer = answer if isinstance(answer, str) else str(answer)
-    categories = parse_model_answer(answer)
-    snippet = " ".join(answer.split())[:MAX_EVIDENCE_SPAN]
-    return Detection(categories, tuple(f"model.{c}:{snippet}" for c in categories))
-
-
-def combine(rule_det: Detection, model_det: Detection | None) -> Detection:
-    """Union: the model may add categories, never remove what the rules found."""
-    if model_det is None:
-        return rule_det
-    cats = set(rule_det.categories) | set(model_det.categories)
-    evidence = tuple(dict.fromkeys(rule_det.evidence + model_det.evidence))[:MAX_EVIDENCE]
-    return Detection(tuple(c for c in CATEGORIES if c in cats), evidence)
-
-
-# --- command line -------------------------------------------------------------------------------
-
-
-def read_messages(stream: Iterable[str]) -> Iterator[str]:
-    """Messages from lines: a JSON object with a string "text" field, else the line itself."""
-    for line in stream:
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                obj = None
-            if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-                yield obj["text"]
-                continue
-        yield line
-
-
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mvp.safety",
-        description="Try the crisis rules: read messages from stdin (one per line, or JSONL with a "
-                    "\"text\" field) and print one JSON object per message.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{check,screen}")
-    check = sub.add_parser("check", help="detect crisis categories in client messages",
-                           description="Print {\"text\", \"categories\", \"evidence\"} per message.")
-    check.add_argument("--rules", type=Path, default=None,
-                       help=f"rules file to use (default: {DEFAULT_RULES_PATH})")
-    screen = sub.add_parser("screen", help="screen model replies (method details, encouragement, ...)",
-                            description="Print {\"text\", \"blocked\", \"reasons\", \"evidence\", \"replacement\"} per reply.")
-    screen.add_argument("--rules", type=Path, default=None,
-                        help=f"rules file to use (default: {DEFAULT_RULES_PATH})")
-    screen.add_argument("--crisis", action="store_true",
-                        help="screen as if the client's message was a crisis (also applies crisis_patterns)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=True)
-    try:
-        rules = RuleSet.load(args.rules)
-    except SafetyConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    user = Detection(("suicide",), ()) if getattr(args, "crisis", False) else None
-    for text in read_messages(stdin):
-        if args.command == "check":
-            det = rules.detect(text)
-            row: dict[str, Any] = {"text": text, "categories": list(det.categories), "evidence": list(det.evidence)}
-        else:
-            res = rules.screen_reply(text, user)
-            row = {"text": text, "blocked": res.blocked, "reasons": list(res.reasons),
-                   "evidence": list(res.evidence), "replacement": res.text if res.blocked else None}
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    out.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return default_ruleset().screen_reply(text, user_detection, resources, learned)

@@ -20,7 +20,11 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-CATEGORIES: tuple[str, ...] = ("suicide", "self_harm", "harm_others", "abuse", "medical")
+from mvp.paths import CONFIG_DIR
+from mvp.safety.normalise import normalise  # noqa: F401 - re-exported for older callers
+
+DEFAULT_RULES_PATH = CONFIG_DIR / "safety_rules.yaml"
+
 SCREEN_KINDS: tuple[str, ...] = ("method_details", "encouragement", "dismissive", "human_claim")
 
 DEFAULT_NEGATION_WINDOW = 8
@@ -34,65 +38,6 @@ class SafetyError(Exception):
 
 class SafetyConfigError(SafetyError, ValueError):
     """A rules or resources file is missing or malformed; the message names the file and the key."""
-
-
-# --- normalisation ------------------------------------------------------------------------------
-
-# Traditional -> simplified for characters that occur in crisis phrasing (pairs: trad, simp).
-_T2S_PAIRS = (
-    "殺杀 殘残 傷伤 樓楼 藥药 遺遗 書书 囑嘱 結结 東东 來来 時时 會会 說说 話话 這这 個个 們们 麼么 為为 無无 覺觉 "
-    "幾几 見见 離离 別别 從从 裡里 裏里 邊边 點点 兒儿 經经 氣气 車车 錢钱 媽妈 當当 聽听 關关 兩两 條条 準准 備备 "
-    "決决 嚴严 訴诉 誰谁 錯错 憂忧 鬱郁 緒绪 壓压 問问 題题 應应 該该 電电 報报 導导 聞闻 課课 學学 療疗 醫医 師师 "
-    "診诊 斷断 燒烧 顆颗 農农 劑剂 劃划 槍枪 繩绳 橋桥 陽阳 臺台 層层 頂顶 軌轨 衝冲 強强 姦奸 褻亵 腦脑 暈晕 護护 "
-    "絕绝 謝谢 辦办 處处 貓猫 託托 寫写 錄录 讓让 對对 給给 還还 過过 難难 頭头 開开 現现 後后 沒没 著着 於于 與与 "
-    "並并 嗎吗 實实 進进 發发 帶带 壞坏 戀恋 態态 讀读 試试 夢梦 睏困 懶懒 醜丑 熱热 餓饿 凍冻 擠挤 窮穷 嚇吓 羨羡 "
-    "尷尴 悶闷 噁恶 鬆松 緊紧 淚泪 煩烦 厭厌 樣样 種种 樂乐 劇剧 遊游 戲戏 機机 線线 黨党 臉脸 靜静 隨随 腳脚 輕轻 "
-    "嘔呕 脫脱 擊击 鎖锁 綁绑 蹤踪 脅胁 騷骚 擾扰 盡尽 儘尽 飯饭 鍋锅 燙烫 煙烟 針针 續续 刪删 許许 誤误 嗚呜 "
-    "鬧闹 罵骂 歲岁 級级 愛爱 懷怀 婦妇 爺爷 奶奶 陪陪 堅坚 撐撑 極极 彈弹 聯联 繫系 願愿 瘋疯 傻傻 蟲虫 魚鱼 雞鸡 "
-    "驚惊 慘惨 隻只 雙双 萬万 億亿 這这 邊边 裝装 際际 趕赶 鋒锋 癒愈 痺痹 毀毁 滅灭 囚囚 顧顾 類类 縮缩 剛刚 纔才 "
-    "歡欢 喚唤 魂魂 暫暂 鐵铁 軟软 麗丽 慮虑 歷历 憶忆 體体 內内 壓压 鬥斗 濟济 盤盘 瓶瓶 爛烂 齊齐 擔担 憑凭"
-)
-_T2S = {ord(pair[0]): pair[1] for pair in _T2S_PAIRS.split() if len(pair) == 2 and pair[0] != pair[1]}
-_PUNCT = {",": "，", "!": "！", "?": "？", ";": "；", ":": "：", "\uff0e": "."}
-_TABLE: dict[int, str] = {}
-for _c in range(0xFF01, 0xFF5F):                      # full-width ASCII -> ASCII ...
-    _TABLE[_c] = chr(_c - 0xFEE0).lower()
-for _c in "，！？；：":                                   # ... except the Chinese punctuation itself
-    _TABLE.pop(ord(_c), None)
-_TABLE.update({ord(k): v for k, v in _PUNCT.items()})
-_TABLE.update({c: chr(c).lower() for c in range(ord("A"), ord("Z") + 1)})
-_TABLE[0x3000] = " "
-_TABLE.update(_T2S)
-
-_WHITESPACE = re.compile(r"[\s\u200b\u200c\u200d\u2060\ufeff]+")
-
-
-def _is_cjk(ch: str) -> bool:
-    return "\u3000" <= ch <= "\u9fff" or "\uff00" <= ch <= "\uffef"
-
-
-def normalise(text: str) -> tuple[str, list[int] | None]:
-    """Return the normalised text and, when lengths differ, a map from its indices to the original's."""
-    t = text.translate(_TABLE)
-    if not _WHITESPACE.search(t):
-        return t, None
-    out: list[str] = []
-    index: list[int] = []
-    pos = 0
-    for m in _WHITESPACE.finditer(t):
-        start, end = m.span()
-        out.append(t[pos:start])
-        index.extend(range(pos, start))
-        before = t[start - 1] if start else ""
-        after = t[end] if end < len(t) else ""
-        visible = m.group().strip("\u200b\u200c\u200d\u2060\ufeff")
-        if visible and before and after and not (_is_cjk(before) or _is_cjk(after)):
-            out.append(" ")
-            index.append(start)
-        pos = end
-    out.append(t[pos:])
-    index.extend(range(pos, len(t)))
-    return "".join(out), index
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -268,6 +213,7 @@ class _Suppression:
     """Everything that can drop a match: negation, context and past-resolved cues."""
 
     before: re.Pattern
+    scope: re.Pattern           # what may stand between a negation cue and the phrase it negates
     immediate: frozenset[str]
     after: re.Pattern
     correction: re.Pattern
@@ -280,17 +226,62 @@ class _Suppression:
 
 
 _RULE_KEYS = ("id", "note", "patterns", "also", "negation")
-_TOP_KEYS = ("version", "settings", "macros", "categories", "idioms", "negation", "context",
+_TOP_KEYS = ("version", "settings", "macros", "category_info", "categories", "idioms", "negation", "context",
              "resolution", "reply_screening", "replacements")
-_REQUIRED_TOP_KEYS = ("categories", "idioms", "negation", "context", "resolution", "reply_screening", "replacements")
+_REQUIRED_TOP_KEYS = ("category_info", "categories", "idioms", "negation", "context", "resolution", "reply_screening", "replacements")
 _REPLACEMENT_FIELDS = ("emergency_medical", "emergency_police", "hotlines")
 _NEVER = "(?!x)x"     # a pattern that matches nothing, for optional lists left out
 
 
-def _parse_rules(ck: _Checker, data: Any, macros: Mapping[str, str]) -> list[_Rule]:
-    categories = ck.keys(data, "categories", CATEGORIES, required=CATEGORIES)
+@dataclass(frozen=True)
+class CategoryInfo:
+    """One crisis category as declared in the rules file's `category_info` (the only list of them)."""
+
+    id: str
+    name: str
+    description: str
+    advice: str
+    aliases: tuple[str, ...]
+
+
+_INFO_KEYS = ("name", "description", "advice", "aliases")
+_ADVICE_FIELDS = ("medical", "police")
+
+
+def _parse_category_info(ck: _Checker, data: Any) -> dict[str, CategoryInfo]:
+    if not isinstance(data, dict) or not data:
+        raise ck.fail("category_info", "must be a non-empty mapping of category id -> {name, description, advice, aliases}")
+    infos: dict[str, CategoryInfo] = {}
+    for cat, entry in data.items():
+        key = f"category_info.{cat}"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(cat)):
+            raise ck.fail(key, "category ids are lower case letters, digits and _ (e.g. self_harm)")
+        ck.keys(entry, key, _INFO_KEYS, required=_INFO_KEYS)
+        advice = ck.text(entry["advice"], f"{key}.advice")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(advice) if f is not None}
+        except ValueError as exc:
+            raise ck.fail(f"{key}.advice", f"bad {{placeholder}}: {exc}") from None
+        if fields - set(_ADVICE_FIELDS):
+            raise ck.fail(f"{key}.advice", f"unknown placeholder {{{sorted(fields - set(_ADVICE_FIELDS))[0]}}} "
+                                           f"(allowed: {', '.join(_ADVICE_FIELDS)})")
+        aliases = tuple(a.lower() for a in ck.strings(entry["aliases"], f"{key}.aliases"))
+        name = ck.text(entry["name"], f"{key}.name")
+        infos[str(cat)] = CategoryInfo(str(cat), name, ck.text(entry["description"], f"{key}.description"),
+                                       advice, tuple(dict.fromkeys((str(cat), name.lower(), *aliases))))
+    return infos
+
+
+def read_category_info(path: Path = DEFAULT_RULES_PATH) -> dict[str, CategoryInfo]:
+    """Only the `category_info` section of a rules file (cheap: no patterns are compiled)."""
+    data = _read_yaml(path)
+    return _parse_category_info(_Checker(path), data.get("category_info"))
+
+
+def _parse_rules(ck: _Checker, data: Any, macros: Mapping[str, str], known: tuple[str, ...]) -> list[_Rule]:
+    categories = ck.keys(data, "categories", known, required=known)
     rules: list[_Rule] = []
-    for cat in CATEGORIES:
+    for cat in known:
         entries = categories[cat]
         if not isinstance(entries, list) or not entries:
             raise ck.fail(f"categories.{cat}", "must be a non-empty list of rules")
@@ -304,8 +295,8 @@ def _parse_rules(ck: _Checker, data: Any, macros: Mapping[str, str]) -> list[_Ru
             seen.add(rule_id)
             also = ck.strings(entry.get("also", []), f"{key}.also", allow_empty=True)
             for other in also:
-                if other not in CATEGORIES:
-                    raise ck.fail(f"{key}.also", f"unknown category '{other}' (use one of {', '.join(CATEGORIES)})")
+                if other not in known:
+                    raise ck.fail(f"{key}.also", f"unknown category '{other}' (use one of {', '.join(known)})")
             negatable = entry.get("negation", True)
             if not isinstance(negatable, bool):
                 raise ck.fail(f"{key}.negation", "must be true or false")
@@ -334,7 +325,8 @@ def _parse_suppression(ck: _Checker, data: dict) -> _Suppression:
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_WINDOW:
             raise ck.fail(f"settings.{key}", f"must be a whole number from 0 to {MAX_WINDOW}")
         windows[key] = value
-    neg = ck.keys(data["negation"], "negation", ("before", "immediate", "after", "correction"), required=("before",))
+    neg = ck.keys(data["negation"], "negation", ("before", "scope", "immediate", "after", "correction"),
+                  required=("before",))
     immediate = ck.strings(neg.get("immediate", []), "negation.immediate", allow_empty=True)
     if any(len(c) != 1 for c in immediate):
         raise ck.fail("negation.immediate", "every entry must be a single character")
@@ -348,6 +340,8 @@ def _parse_suppression(ck: _Checker, data: dict) -> _Suppression:
 
     return _Suppression(
         before=listed(neg, "before", "negation.before"), immediate=frozenset(immediate),
+        scope=ck.regex(f"(?:{ck.text(neg.get('scope', ''), 'negation.scope')})*" if neg.get("scope") else "",
+                       "negation.scope"),
         after=listed(neg, "after", "negation.after", True),
         correction=listed(neg, "correction", "negation.correction", True),
         window=windows["negation_window"], post_window=windows["post_negation_window"],
@@ -386,7 +380,7 @@ def _parse_replacements(ck: _Checker, data: Any) -> dict[str, str]:
     return replacements
 
 
-def read_rules(path: Path) -> tuple[list[_Rule], re.Pattern | None, _Suppression,
+def read_rules(path: Path) -> tuple[dict[str, CategoryInfo], list[_Rule], re.Pattern | None, _Suppression,
                                     dict[str, tuple[re.Pattern, re.Pattern | None]], dict[str, str]]:
     """Read and validate a rules file: the arguments of RuleSet after its path."""
     data = _read_yaml(path)
@@ -395,6 +389,10 @@ def read_rules(path: Path) -> tuple[list[_Rule], re.Pattern | None, _Suppression
     macros = data.get("macros") or {}
     ck.keys(macros, "macros", macros.keys() if isinstance(macros, dict) else ())
     macros = _resolve_macros(ck, macros)
-    return (_parse_rules(ck, data["categories"], macros), _parse_idioms(ck, data["idioms"], macros),
+    info = _parse_category_info(ck, data["category_info"])
+    return (info, _parse_rules(ck, data["categories"], macros, tuple(info)), _parse_idioms(ck, data["idioms"], macros),
             _parse_suppression(ck, data), _parse_screening(ck, data["reply_screening"], macros),
             _parse_replacements(ck, data["replacements"]))
+
+
+CATEGORIES: tuple[str, ...] = tuple(read_category_info())     # the default file's categories, in order

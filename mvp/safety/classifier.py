@@ -1,0 +1,297 @@
+"""The learned crisis classifier: char n-gram TF-IDF + one logistic regression per category.
+
+What it is for: the second detection layer. Rules catch the phrasings someone wrote down; this
+catches the ones nobody did (这几天脑子里一直在想怎么去死). Trained by scikit-learn from data the
+repository ships (mvp/safety/data.py: training_examples), in seconds on 2 CPU cores:
+
+    python -m mvp.safety train                 # writes models/safety/classifier.json.gz
+    python -m mvp.safety train --if-missing    # only when missing or out of date (make run / CI)
+
+The model file is plain JSON (gzip, no pickle: loading runs no code): vocabulary, idf, weights,
+intercepts and thresholds, plus a digest of the training data, the code version and the seed.
+Same data + seed give byte-identical files; the digest also covers the rules file and this code. It is an ignored build artefact (models/ is in
+.gitignore) and is rebuilt automatically on first use when missing or when its digest no longer
+matches the shipped data, so a clean clone, CI and `make run` all work without a step.
+
+Inference needs numpy only (scikit-learn is needed to train): the text is normalised like the
+rules see it, cut into windows of whole sentences (a long message whose risk is one clause is not
+diluted), and each category is raised when any window scores over its threshold.
+Thresholds come from out-of-fold predictions on the training data only (never a held-out set), for
+the union with the rule layer, on the examples the rules were not written from: suicide and
+self-harm get the highest threshold that keeps union recall >= TARGET_RECALL (a miss is the worst
+failure), the other categories the best F1.5.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mvp.paths import MODELS_DIR
+from mvp.safety.detect import MASK
+
+CLASSIFIER_VERSION = 1
+# MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
+DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
+NGRAMS = (1, 3)
+MIN_DF = 2
+C = 16.0                         # inverse regularisation strength of each logistic regression
+MIN_POSITIVES = 20               # a category with fewer training examples gets no model
+WINDOW_CHARS = 80                # long messages are scored in windows of whole sentences of about this size
+FOLDS = 5
+F_BETA = 1.5                     # other categories: thresholds weight recall 1.5 times as much as precision
+TARGET_RECALL = 0.95             # data.RISK_CATEGORIES get the highest threshold that keeps this recall
+PROJECT_SOURCE = "crisis_labelled/"
+MIN_THRESHOLD = 0.2
+WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
+IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
+_SENTENCE = re.compile(r"[^。！？!?；;\n…]*[。！？!?；;\n…]*")
+_SPACES = re.compile(r"\s\s+")
+
+
+def prepare(text: str) -> str:
+    """The text as the classifier sees it: normalised like the rules see it, idioms (累死了) masked."""
+    from mvp.safety.detect import default_ruleset
+    return default_ruleset()._prepare(text)[0].replace(MASK, IDIOM_MARK)
+
+
+def windows(text: str) -> list[str]:
+    """The text itself when short, else windows of whole sentences of about WINDOW_CHARS (and the text)."""
+    if len(text) <= WINDOW_CHARS:
+        return [text]
+    out, current = [], ""
+    for m in _SENTENCE.finditer(text):
+        piece = m.group()
+        while len(piece) > WINDOW_CHARS:                       # one very long sentence: cut it
+            out.append(current + piece[:WINDOW_CHARS - len(current)])
+            piece, current = piece[WINDOW_CHARS - len(current):], ""
+        if len(current) + len(piece) > WINDOW_CHARS and current:
+            out.append(current)
+            current = ""
+        current += piece
+    if current:
+        out.append(current)
+    return out
+
+
+def training_digest(seed: int) -> str:
+    from mvp.safety.data import TRAINING_FILES
+    from mvp.safety.rules import DEFAULT_RULES_PATH
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {TARGET_RECALL} {WINDOW_CHARS}".encode())
+    here = Path(__file__).resolve().parent
+    code = (here / "classifier.py", here / "data.py", here / "normalise.py")
+    for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_BASE = 1 << 21                  # code points fit in 21 bits: an n-gram (n <= 3) is one int64 key
+
+
+def _key(gram: str) -> int:
+    """Code points + 1 in base 2**21: n-grams of different lengths never share a key (< 2**63)."""
+    key = 0
+    for ch in gram:
+        key = key * _BASE + ord(ch) + 1
+    return key
+
+
+@dataclass
+class Classifier:
+    """A loaded model: `scores(text)` per category, `detect(text)` as a Detection."""
+
+    vocab: dict[str, int]
+    idf: np.ndarray
+    coef: np.ndarray                 # (features, categories)
+    intercept: np.ndarray
+    categories: tuple[str, ...]
+    thresholds: np.ndarray
+    meta: dict
+
+    def __post_init__(self) -> None:
+        keys = np.array([_key(g) for g in self.vocab], dtype=np.int64)
+        ids = np.fromiter(self.vocab.values(), dtype=np.int64, count=len(self.vocab))
+        order = np.argsort(keys)
+        self._keys, self._ids = keys[order], ids[order]
+
+    def _window_scores(self, parts: list[str]) -> np.ndarray:
+        """Probabilities (windows x categories), all windows at once (vectorised n-gram lookup)."""
+        text = "".join(parts)
+        bounds = np.cumsum([len(p) for p in parts])
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        win = np.searchsorted(bounds, np.arange(len(codes)), side="right")
+        rows, cols = [], []
+        lo, hi = NGRAMS
+        for n in range(lo, hi + 1):
+            if len(codes) < n:
+                continue
+            m = len(codes) - n + 1
+            key = np.zeros(m, dtype=np.int64)
+            for k in range(n):
+                key = key * _BASE + codes[k:k + m] + 1
+            same = win[:m] == win[n - 1:n - 1 + m]           # n-grams never cross a window boundary
+            pos = np.searchsorted(self._keys, key)
+            pos[pos >= len(self._keys)] = 0
+            hit = same & (self._keys[pos] == key)
+            rows.append(win[:m][hit])
+            cols.append(self._ids[pos[hit]])
+        z = np.tile(self.intercept, (len(parts), 1))
+        if rows and sum(len(r) for r in rows):
+            r, c = np.concatenate(rows), np.concatenate(cols)
+            pair, counts = np.unique(r * len(self.idf) + c, return_counts=True)
+            r, c = pair // len(self.idf), pair % len(self.idf)
+            w = (1.0 + np.log(counts)) * self.idf[c]
+            norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)))
+            w = w / norm[r]
+            contrib = self.coef[c] * w[:, None]
+            for j in range(len(self.categories)):
+                z[:, j] += np.bincount(r, weights=contrib[:, j], minlength=len(parts))
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def probabilities(self, text: str) -> np.ndarray:
+        """Per-category probability for one already prepared window (sklearn's TF-IDF + LR, reimplemented)."""
+        return self._window_scores([_SPACES.sub(" ", text)])[0]
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Highest probability over the message's windows, per category."""
+        parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
+        return dict(zip(self.categories, self._window_scores(parts).max(axis=0).tolist()))
+
+    def detect(self, text: str):
+        from mvp.safety.detect import Detection, ordered
+        parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
+        probs = self._window_scores(parts)
+        best = probs.argmax(axis=0)
+        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= self.thresholds[j]})
+        col = {c: j for j, c in enumerate(self.categories)}
+        return Detection(cats, tuple(f"classifier.{c}:{probs[best[col[c]], col[c]]:.2f} {parts[best[col[c]]][:24]}"
+                                     for c in cats))
+
+    def summary(self) -> str:
+        return (f"{len(self.vocab)} n-grams, categories {', '.join(self.categories)}, thresholds "
+                + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
+
+
+def _recall_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
+    """The highest threshold whose union with the rule layer keeps TARGET_RECALL on out-of-fold predictions."""
+    best = MIN_THRESHOLD
+    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
+        pred = (p >= t) | rules
+        if np.sum(pred & y) >= TARGET_RECALL * np.sum(y):
+            best = float(t)
+    return round(best, 2)
+
+
+def _f_beta_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
+    """The threshold whose union with the rule layer scores best (F-beta) on out-of-fold predictions."""
+    best_t, best_f = 0.5, -1.0
+    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
+        pred = (p >= t) | rules
+        tp = float(np.sum(pred & y)); fp = float(np.sum(pred & ~y)); fn = float(np.sum(~pred & y))
+        if tp == 0:
+            continue
+        prec, rec = tp / (tp + fp), tp / (tp + fn)
+        f = (1 + F_BETA ** 2) * prec * rec / (F_BETA ** 2 * prec + rec)
+        if f > best_f + 1e-9:
+            best_t, best_f = float(t), f
+    return round(best_t, 2)
+
+
+def train(seed: int = 0, examples=None) -> Classifier:
+    """Fit the vectoriser and one logistic regression per category (deterministic for a seed)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    from mvp.safety.data import RISK_CATEGORIES, training_examples
+    from mvp.safety.detect import _KNOWN, default_ruleset
+
+    examples = training_examples() if examples is None else examples
+    texts = [prepare(e.text) for e in examples]
+    categories = tuple(c for c in _KNOWN if sum(c in e.categories for e in examples) >= MIN_POSITIVES)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, min_df=MIN_DF, sublinear_tf=True, lowercase=False,
+                          dtype=np.float64)
+    X = vec.fit_transform(texts)
+    found = [set(default_ruleset().detect(e.text).categories) for e in examples]
+    # thresholds are chosen where the rules were not written from the data (not the project's own set)
+    tune = np.array([not e.source.startswith(PROJECT_SOURCE) for e in examples])
+    if tune.sum() < 50:
+        tune[:] = True
+    coefs, intercepts, thresholds = [], [], []
+    for cat in categories:
+        y = np.array([cat in e.categories for e in examples])
+        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", random_state=seed, max_iter=1000)
+        oof = np.zeros(len(y))
+        for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
+            oof[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+        ruled = np.array([cat in f for f in found])
+        pick = _recall_threshold if cat in RISK_CATEGORIES else _f_beta_threshold
+        thresholds.append(pick(y[tune], oof[tune], ruled[tune]))
+        model.fit(X, y)
+        coefs.append(model.coef_[0])
+        intercepts.append(model.intercept_[0])
+    vocab = {k: int(v) for k, v in vec.vocabulary_.items()}
+    meta = {"version": CLASSIFIER_VERSION, "seed": seed, "digest": training_digest(seed), "examples": len(examples)}
+    return Classifier(vocab, vec.idf_.copy(), np.array(coefs).T, np.array(intercepts), categories,
+                      np.array(thresholds), meta)
+
+
+def save(model: Classifier, path: Path = DEFAULT_MODEL_PATH) -> None:
+    """Write the model as gzip'd JSON, atomically, with identical bytes for identical models."""
+    order = sorted(model.vocab, key=model.vocab.get)
+    r = lambda a: [round(float(x), WEIGHT_DIGITS) for x in a]  # noqa: E731
+    doc = {"_meta": model.meta, "categories": list(model.categories), "thresholds": r(model.thresholds),
+           "intercept": r(model.intercept), "ngrams": order, "idf": r(model.idf),
+           "coef": [r(row) for row in model.coef.T]}
+    raw = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def load(path: Path = DEFAULT_MODEL_PATH) -> Classifier:
+    with gzip.open(path, "rb") as f:
+        doc = json.loads(f.read().decode("utf-8"))
+    return Classifier({g: i for i, g in enumerate(doc["ngrams"])}, np.array(doc["idf"]),
+                      np.array(doc["coef"]).T, np.array(doc["intercept"]), tuple(doc["categories"]),
+                      np.array(doc["thresholds"]), doc["_meta"])
+
+
+def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0, digest: str | None = None) -> bool:
+    """The file exists and was built from the shipped data by this code version."""
+    if not path.exists():
+        return False
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8", errors="ignore")
+    except OSError:
+        return False
+    return f'"digest":"{digest or training_digest(seed)}"' in head
+
+
+_LOCK = threading.Lock()
+_DEFAULT: Classifier | None = None
+
+
+def default_classifier() -> Classifier:
+    """The model at DEFAULT_MODEL_PATH, built first if missing or out of date (once per process)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _LOCK:
+            if _DEFAULT is None:
+                if not is_current(DEFAULT_MODEL_PATH):
+                    save(train(), DEFAULT_MODEL_PATH)
+                _DEFAULT = load(DEFAULT_MODEL_PATH)
+    return _DEFAULT
