@@ -68,11 +68,10 @@ class ChatMixin(ServiceBase):
             log.exception("crisis detection failed")
             return safety.fail_safe(exc)
         if self.model_check_engine is not None:
-            try:
-                found = safety.model_check(text, self.model_check_engine, timeout_s=self.model_check_timeout_s)
-                detection = safety.combine(detection, found)
-            except Exception as exc:  # noqa: BLE001 - the model check never blocks a message
-                log.warning("model check skipped: %s", exc)
+            found = safety.model_check_bounded(text, self.model_check_engine, timeout_s=self.model_check_timeout_s)
+            if not found.categories and found.evidence:
+                log.warning("model check skipped: %s", found.evidence[0])
+            detection = safety.combine(detection, found)
         return detection
 
     def risk(self, conversation_id: int) -> RiskState:
