@@ -147,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         if not port_is_free(config.host, config.port):
             return fail(f"端口 {config.port} 已被占用（{config.host}）：请先停止占用它的程序，或用 --port 换一个端口")
         stages = load_stages(config.stages)
-        scrub = None
-        if config.scrub_at_storage:
-            from mvp.safety.privacy import scrub as scrub_text
+        from mvp.safety.privacy import storage_scrubber
 
-            scrub = lambda text: scrub_text(text).text  # noqa: E731
-        store = Store(config.db, scrub=scrub)
+        # Demo accounts' chats are shown to outsiders: they are always scrubbed before storage.
+        scrubber = storage_scrubber()
+        store = Store(config.db, scrub=scrubber if config.scrub_at_storage else None, scrub_demo=scrubber)
         first_password = ensure_accounts(store, config)
         print(f"正在加载模型 {config.model} …", flush=True)
         engine = build_engine(config)

@@ -115,8 +115,8 @@ def test_docs_name_only_paths_that_exist():
     for doc in _doc_files():
         for match in PATH_RE.finditer(doc.read_text(encoding="utf-8")):
             name = match.group(1).rstrip(".")
-            if name.startswith(GENERATED) or any(ch in name for ch in "*{}<>"):
-                continue
+            if name.startswith(GENERATED) or any(ch in name for ch in "*{}<>") or re.search(r"/[A-Z]+(\.\w+)?$", name):
+                continue  # generated files, globs, placeholders such as train/NAME.py
             if not (REPO / name).exists():
                 missing.append(f"{doc.name}: {name}")
     assert missing == []

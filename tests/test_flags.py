@@ -98,3 +98,27 @@ def test_admin_deletion_records_the_flag_categories_and_evidence(store):
     assert row["deleted_by"] == "boss"
     assert json.loads(row["flags"]) == [{"categories": ["suicide"], "evidence": ["想死"], "source": "rules",
                                         "reviewed": False}]
+
+
+def test_retention_purges_old_conversations_but_never_an_open_flag(store, monkeypatch):
+    old, flagged, fresh = (_conversation(store) for _ in range(3))
+    store.add_user_message(old, "很久以前的对话")
+    store.add_user_message(flagged, "我想死", flag={"categories": ["suicide"], "evidence": ["想死"]})
+    store.add_user_message(fresh, "今天的对话")
+    db = store.database()
+    try:
+        db.execute("UPDATE conversations SET updated_at = '2020-01-01T00:00:00.000+00:00' WHERE id IN (?, ?)",
+                   [old, flagged])
+        db.conn.commit()
+    finally:
+        db.close()
+    plan = store.purge_conversations(30)
+    assert plan["dry_run"] and plan["conversations"] == [old] and plan["kept_flagged"] == [flagged]
+    assert store.get_conversation(old)  # a dry run deletes nothing
+    done = store.purge_conversations(30, dry_run=False)
+    assert done["conversations"] == [old] and done["messages"] == 1
+    ids = {c["id"] for c in store.list_conversations()}
+    assert ids == {flagged, fresh}
+    assert store.list_audit()[0]["action"] == "retention_purge"
+    with pytest.raises(ValidationError):
+        store.purge_conversations(0)

@@ -98,7 +98,7 @@ def test_every_flag_has_help_and_there_is_no_password_flag() -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             parsers.extend(action.choices.values())
-    assert {p.prog.split()[-1] for p in parsers[1:]} == {"add", "list", "disable", "enable", "passwd"}
+    assert {p.prog.split()[-1] for p in parsers[1:]} == {"add", "list", "disable", "enable", "passwd", "purge"}
     for p in parsers:
         for action in p._actions:
             if not isinstance(action, argparse._SubParsersAction):
@@ -139,3 +139,23 @@ def test_account_changes_are_audited(tmp_path):
     assert run_cli(tmp_path, "disable", "zhou").returncode == 0
     actions = [(e["actor"], e["action"], e["target"]) for e in Store(tmp_path / "feedback.db").list_audit()]
     assert actions == [("cli", "account_disabled", "zhou"), ("cli", "account_added", "zhou")]
+
+
+def test_purge_is_a_dry_run_unless_confirmed(tmp_path: Path) -> None:
+    db = tmp_path / "feedback.db"
+    store = Store(db)
+    store.add_user("li", "password-li-1", "clinician")
+    conv = store.create_conversation("li", "intake", store.register_model_version("models/demo"))
+    store.add_user_message(conv, "很久以前的对话")
+    sdb = store.database()
+    sdb.execute("UPDATE conversations SET updated_at = '2020-01-01T00:00:00.000+00:00'")
+    sdb.conn.commit()
+    sdb.close()
+    dry = run_cli(tmp_path, "purge", "--older-than", "30")
+    assert dry.returncode == 0 and "将删除 1 段对话" in dry.stdout and "--yes" in dry.stdout
+    assert store.get_conversation(conv)
+    done = run_cli(tmp_path, "purge", "--older-than", "30", "--yes")
+    assert done.returncode == 0 and "已删除 1 段对话" in done.stdout
+    assert store.list_conversations() == []
+    bad = run_cli(tmp_path, "purge", "--older-than", "0")
+    assert bad.returncode == 1 and "保留天数" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,6 +5,8 @@
     python -m mvp.app.users disable NAME                           # can no longer log in or rate
     python -m mvp.app.users enable NAME
     python -m mvp.app.users passwd NAME                            # set a new password
+    python -m mvp.app.users purge --older-than 90                  # dry run: what retention would delete
+    python -m mvp.app.users purge --older-than 90 --yes            # delete it (recorded in the logs)
     python -m mvp.app.users --db path/to/feedback.db list          # another database file
 
 Passwords are read from the environment variable MVP_PASSWORD when it is set (for scripts), otherwise
@@ -112,6 +114,18 @@ def cmd_passwd(args: argparse.Namespace) -> str:
     return f"已更新 {args.name} 的密码"
 
 
+def cmd_purge(args: argparse.Namespace) -> str:
+    result = _open(args.db, create=False).purge_conversations(args.older_than, dry_run=not args.yes)
+    verb = "将删除" if result["dry_run"] else "已删除"
+    lines = [f"{verb} {len(result['conversations'])} 段对话（{result['messages']} 条消息），"
+             f"最后更新早于 {result['cutoff'][:19].replace('T', ' ')} UTC"]
+    if result["kept_flagged"]:
+        lines.append(f"保留 {len(result['kept_flagged'])} 段有未复核安全标记的对话：{result['kept_flagged']}")
+    if result["dry_run"] and result["conversations"]:
+        lines.append("这是预演，没有删除任何内容；确认后加 --yes 执行")
+    return "\n".join(lines)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mvp.app.users",
@@ -135,6 +149,12 @@ def make_parser() -> argparse.ArgumentParser:
     text = "list accounts: name, role, disabled, created"
     lst = commands.add_parser("list", help=text, description=text)
     lst.set_defaults(handler=cmd_list)
+
+    text = "retention: delete conversations not updated for DAYS days (dry run unless --yes)"
+    purge = commands.add_parser("purge", help=text, description=text)
+    purge.add_argument("--older-than", type=int, required=True, metavar="DAYS", help="days since the last update")
+    purge.add_argument("--yes", action="store_true", help="really delete (default: only show what would go)")
+    purge.set_defaults(handler=cmd_purge)
 
     for name, handler, text in (
         ("disable", cmd_disable, "disable an account (it can no longer log in or rate; data is kept)"),

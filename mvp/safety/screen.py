@@ -112,7 +112,8 @@ class ReplyStream:
     `screen(text) -> ReplyScreen` is called on everything released so far plus the candidate text
     and a lookahead of `lookahead` characters beyond it (so that a pattern that starts just before a
     boundary is seen whole). Text is released at sentence ends (。！？…), or at a clause break (，)
-    once `max_hold` characters are waiting. After the first failed screen nothing more is released;
+    once `max_hold` characters are waiting, or (a reply with no punctuation)
+    all but the lookahead once twice that many are waiting. After the first failed screen nothing more is released;
     `close()` screens the whole reply and returns the final ReplyScreen: when `blocked`, the client
     must be shown `result.text` (the replacement) instead of what was released (which passed).
     """
@@ -146,6 +147,8 @@ class ReplyStream:
             for m in _CLAUSE_END.finditer(self._pending):
                 if m.end() <= limit:
                     cut = m.end()
+        if cut == 0 and len(self._pending) >= 2 * self.max_hold:
+            cut = max(limit, 0)  # no punctuation at all: release all but the lookahead (still screened)
         return cut
 
     def feed(self, chunk: str) -> str:

@@ -91,6 +91,7 @@ from .validation import (
     MIN_PASSWORD_CHARS,
     ROLES,
 )
+from .retention import RetentionMixin
 from .rating import RATING_FILE, Dimension, RatingConfig, RatingConfigError, load_rating_config
 
 
@@ -104,8 +105,9 @@ class Store(
     ExportMixin,
     StatsMixin,
     AuditMixin,
+    RetentionMixin,
 ):
-    """feedback.db: ``Store(path, scrub=None)``. See the module docstring for the API."""
+    """feedback.db: ``Store(path, scrub=None, scrub_demo=None)``. See the module docstring for the API."""
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from typing import Any
 
 from mvp import safety
 from mvp.counsel.stages import build_messages
+from mvp.model.dialogue import system_with_notes
 from mvp.model.engine import GenerationError, GenerationParams
 from mvp.store.validation import check_message
 
@@ -192,6 +193,10 @@ class ChatMixin(ServiceBase):
     ) -> Iterator[Event]:
         risk = self.risk(conversation["id"])
         messages, stage_id = self._context(conversation, parent_id, detection, risk)
+        pinned = self._pinned(risk)
+        # What the model sees as its system prompt (the stage or crisis instruction + the risk note):
+        # stored with the reply, so that training data shows a model the prompt it was served.
+        system_prompt = system_with_notes(messages[:1], pinned)[0]["content"]
         engine = self.engines.get(version) if version else self.engines.primary
         version_id = version["id"] if version else self.engines.primary_id
         params = params or engine.default_params()
@@ -201,7 +206,7 @@ class ChatMixin(ServiceBase):
             yield Event(preamble)
         crisis = self._crisis_context(detection, risk)
         stream = safety.ReplyStream(lambda text: self.rules.screen_reply(text, crisis))
-        gen = engine.start(messages, params, pinned=self._pinned(risk))
+        gen = engine.start(messages, params, pinned=pinned)
         self._running[conversation["id"]] = gen
         try:
             for _ in gen:
@@ -221,13 +226,13 @@ class ChatMixin(ServiceBase):
                 pass
             if gen.result is not None:
                 self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection,
-                                  make_active, system_prompt=messages[0]["content"], risk=risk)
+                                  make_active, system_prompt=system_prompt, risk=risk)
             raise
         finally:
             self._running.pop(conversation["id"], None)
         message, notices = self._store_reply(
             conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active,
-            system_prompt=messages[0]["content"], risk=risk, screen=stream.close(),
+            system_prompt=system_prompt, risk=risk, screen=stream.close(),
         )
         yield Event(message["content"], done=True, message=message, notices=notices)
 
@@ -261,8 +266,7 @@ class ChatMixin(ServiceBase):
             content,
             stage_id=stage_id,
             model_version_id=version_id,
-            gen_params={**result.params, "system_prompt": system_prompt,
-                        **({"pinned": list(self._pinned(risk))} if risk.active else {})},
+            gen_params={**result.params, "system_prompt": system_prompt},
             metrics=result.metrics(),
             status=status,
             safety=safety_info,
