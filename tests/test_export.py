@@ -435,3 +435,12 @@ def test_export_help_documents_every_flag() -> None:
     parser = export_mod.make_parser()
     for action in parser._actions:
         assert action.help, action.dest
+
+
+def test_export_files_are_private_to_this_account(exported) -> None:
+    import stat
+
+    out, _, _ = exported
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)

@@ -48,7 +48,9 @@ from typing import Any
 from train import formats, samples
 from train.data import file_sha256
 from train.export_files import Writer
+from mvp.store.base import make_private
 
+PRIVATE_DIR_MODE = 0o700
 MANIFEST_VERSION = 1
 SPLITS = ("train", "eval")
 FORMAT_KINDS = ("dpo", "kto", "sft")
@@ -233,7 +235,7 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp.mkdir(mode=PRIVATE_DIR_MODE)  # exports hold client text: readable by this account only
     try:
         writer = Writer(tmp)
         for split in SPLITS:
@@ -281,11 +283,21 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
             "files": dict(sorted(writer.files.items())),
         }
         formats.write_json(tmp / "manifest.json", manifest)
+        _make_private(tmp)
         _install(tmp, out, options.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _make_private(root: Path) -> None:
+    """Folders 0700 and files 0600 (make_private's mode), whatever the umask was."""
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir():
+            path.chmod(PRIVATE_DIR_MODE)
+        else:
+            make_private(path)
 
 
 # -- command line ----------------------------------------------------------------------------------
