@@ -9,7 +9,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv demo-model run test bench clean-venv
+.PHONY: venv demo-model safety-model run test bench clean-venv
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ venv: $(STAMP)
 demo-model: $(STAMP)
 	$(BIN)/python -m train.demo
 
-run: demo-model
+# The crisis classifier and the learned reply screen (models/safety/, ~20 s, rebuilt when their data change).
+safety-model: $(STAMP)
+	$(BIN)/python -m mvp.safety train --if-missing
+
+run: demo-model safety-model
 	$(BIN)/python app.py $(ARGS)
 
-test: $(STAMP)
+test: safety-model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: demo-model
+bench: demo-model safety-model
 	$(BIN)/python -m bench.run_all
 
 clean-venv:
