@@ -173,3 +173,41 @@ def test_clinician_has_no_admin_tabs(app, browser):
     page.wait_for_timeout(1000)
     assert page.get_by_role("tab", name="数据看板").count() == 0
     context.close()
+
+
+def test_addresses_in_messages_are_never_fetched_or_linked(app, browser):
+    """A tracking pixel or a link in a client message must not make any viewer's browser call out."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = []
+
+    class Pixel(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Pixel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    requested = []
+    page.on("request", lambda r: requested.append(r.url))
+    try:
+        login(page, app.url, "wang")
+        n_bots = page.locator("#chatbot [data-testid='bot']").count()
+        send(page, app.db, f"![x]({base}/pixel.png) 你看 [这里]({base}/link) 还有 {base}/bare 我睡不好", n_bots + 1)
+        page.wait_for_timeout(1500)
+        assert page.locator(f"#chatbot img[src^='{base}']").count() == 0
+        assert page.locator(f"#chatbot a[href^='{base}']").count() == 0
+        assert "pixel.png" in page.inner_text("#chatbot")  # shown as text, not dropped
+        page.screenshot(path=str(ARTIFACTS / "no-remote-fetch.png"), full_page=True)
+    finally:
+        context.close()
+        server.shutdown()
+    assert hits == [] and not [u for u in requested if u.startswith(base)]
