@@ -45,5 +45,5 @@ def read_texts(lines: Iterable[str], field: str, *, strict: bool) -> Iterator[st
                 yield obj[field]
                 continue
             if strict:
-                raise JsonlError(f"stdin line {n}: JSON object without an {field!r} text field")
+                raise JsonlError(f"stdin line {n}: JSON object without a \"{field}\" text field")
         yield line

@@ -505,7 +505,7 @@ def test_shared_stdin_reader_strict_and_lenient():
     assert list(read_texts(lines, "answer", strict=False)) == ["偶尔", "每天", "{不是JSON"]
     with pytest.raises(JsonlError, match="line 4"):
         list(read_texts(lines, "answer", strict=True))
-    with pytest.raises(JsonlError, match="'answer'"):
+    with pytest.raises(JsonlError, match='"answer"'):
         list(read_texts(['{"text": "x"}'], "answer", strict=True))
 
 

@@ -17,27 +17,16 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator  # noqa: F401
 
+from mvp.jsonl import read_texts, stdin_text
 from mvp.safety.detect import DEFAULT_RULES_PATH, Detection, RuleSet
 from mvp.safety.rules import SafetyError
 
 
 def read_messages(stream: Iterable[str]) -> Iterator[str]:
     """Messages from lines: a JSON object with a string "text" field, else the line itself."""
-    for line in stream:
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                obj = None
-            if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-                yield obj["text"]
-                continue
-        yield line
+    return read_texts(stream, "text", strict=False)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -77,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _check_or_screen(args: argparse.Namespace) -> int:
-    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    stdin = stdin_text()
     out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", line_buffering=True)
     rules = RuleSet.load(args.rules)
     user = Detection(("suicide",), ()) if getattr(args, "crisis", False) else None

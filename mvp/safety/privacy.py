@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mvp.jsonl import JsonlError, read_texts
 from mvp.safety.privacy_names import name_spans, tokens, variants
 from mvp.safety.privacy_patterns import digits_of, id_checksum_ok, luhn_ok, pattern_spans
 
@@ -221,19 +222,6 @@ def storage_scrubber() -> Callable[[str], str]:
 
 
 # -- command line ---------------------------------------------------------------------------------
-def _read_text(line: str) -> str:
-    stripped = line.rstrip("\n")
-    if stripped.lstrip().startswith("{"):
-        try:
-            obj = json.loads(stripped)
-        except json.JSONDecodeError:
-            return stripped
-        if isinstance(obj, dict) and isinstance(obj.get("text"), str):
-            return obj["text"]
-        raise ValueError('JSON 行需要一个文本字段 "text" / a JSON line needs a "text" string')
-    return stripped
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mvp.safety.privacy",
                                      description="去除个人信息：逐行读取文本或带 text 字段的 JSONL，每行输出一个 JSON 对象")
@@ -253,8 +241,8 @@ def main(argv: Sequence[str] | None = None, stdin=None, stdout=None) -> int:
     base = Scrubber(**keep)
     numbers, terms = base.keep_numbers, base.keep_terms
     try:
-        texts = [_read_text(line) for line in stdin if line.strip()]
-    except ValueError as exc:
+        texts = list(read_texts(stdin, "text", strict=True))  # the one reader of mvp/jsonl.py
+    except JsonlError as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
     shared = Scrubber(numbers, terms) if args.conversation else None
