@@ -26,11 +26,13 @@ MAX_LOADED_ENGINES = 2
 log = logging.getLogger("mvp.app.service")
 _ADDRESS = re.compile(r"(?:https?|wss?)://[^\s）)，,;；]+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 
-_CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+# Control characters break storage and display; U+FFFD is what a byte-level model leaves of a character
+# it did not finish (a small model does this): neither belongs on a clinician's screen.
+_CONTROL_CHARS = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None, 0xFFFD: None}
 
 
 def clean_model_text(text: str) -> str:
-    """Drop control characters a model may emit (they break storage and display); keep \\n and \\t."""
+    """Drop control characters and U+FFFD a model may emit; keep \\n and \\t."""
     return text.translate(_CONTROL_CHARS)
 
 
