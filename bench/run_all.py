@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import importlib.metadata
 import json
+import re
 import os
 import platform
 import subprocess
@@ -393,7 +394,17 @@ Logs: `bench/results/logs/`; raw results: `bench/results/*.json` (not committed)
 {gpu_section()}
 """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text + kept_sections(path), encoding="utf-8")
+
+
+_SECTION = re.compile(r"<!-- (\w+):start.*?-->.*?<!-- \1:end -->", re.S)
+
+
+def kept_sections(path: Path) -> str:
+    """Sections that a bench script writes itself between `<!-- NAME:start -->` and `<!-- NAME:end -->`
+    markers (the safety and privacy figures): kept as they are when the page is rebuilt."""
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    return "".join(f"\n{m.group(0)}\n" for m in _SECTION.finditer(old))
 
 
 def make_parser() -> argparse.ArgumentParser:
