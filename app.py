@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=LoginGuard(store.authenticate).check,
         auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.app.users 创建",
         share=config.share,
+        root_path=config.root_path or None,
         css=CSS,
         **LAUNCH_OPTIONS,
     )

@@ -46,6 +46,7 @@ class AppConfig:
     base_url: str | None = field(default=None, metadata={"help": "openai 后端的地址，例如 http://127.0.0.1:8000/v1"})
     tokenizer: str | None = field(default=None, metadata={"help": "openai 后端：本地分词器文件夹，用于准确计算上下文 token（默认尝试 --model）"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "openai 后端的 API key 所在的环境变量名"})
+    root_path: str = field(default="", metadata={"help": "反向代理下的路径前缀，例如 /counsel（Caddy/nginx 把 https://clinic.example.org/counsel 转发到本应用时）"})
     allowed_origins: str = field(default="", metadata={"help": "除本应用自身地址外，允许携带登录凭据调用的来源（逗号分隔，例如 https://clinic.example.org）；默认只允许本应用自身"})
     session_idle_minutes: int = field(default=480, metadata={"help": "登录会话空闲多少分钟后失效"})
     session_max_hours: int = field(default=24, metadata={"help": "登录会话最长有效小时数（之后需重新登录）"})
@@ -67,6 +68,8 @@ class AppConfig:
                 raise ConfigError(f"allowed_origins: {origin!r} 不是来源地址，应形如 https://clinic.example.org")
         if not 1 <= self.session_idle_minutes <= 7 * 24 * 60 or not 1 <= self.session_max_hours <= 24 * 30:
             raise ConfigError("session_idle_minutes / session_max_hours 超出范围（1 分钟到 7 天 / 1 小时到 30 天）")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ConfigError(f"root_path: {self.root_path!r} 应形如 /counsel（以 / 开头，不以 / 结尾）")
         if isinstance(self.model_check, bool):  # YAML 1.1 reads a bare on/off as a boolean
             self.model_check = "on" if self.model_check else "off"
         check_choice("model_check", self.model_check, MODEL_CHECK_MODES, ConfigError)
