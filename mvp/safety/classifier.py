@@ -41,8 +41,9 @@ from mvp.safety.detect import MASK
 CLASSIFIER_VERSION = 1
 # MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
 DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
-NGRAMS = (1, 3)
-MIN_DF = 2
+NGRAMS = (1, 3)                  # n-gram lengths scanned at inference (and the reply model's)
+MESSAGE_NGRAMS = (1, 3)          # n-gram lengths of the message model's vocabulary (within NGRAMS)
+MIN_DF = 3
 C = 16.0                         # the reply model's (mvp/safety/reply_model.py) regularisation
 MESSAGE_C = 16.0                 # inverse regularisation strength of each message logistic regression
 SHRINK = 100.0                   # added to a window's squared TF-IDF norm: a short window scores near the prior
@@ -57,6 +58,7 @@ PRECISION_FLOOR = 0.85           # union precision on the labelled tuning exampl
 MAX_WEAK_FLAGGED = 0.005         # classifier-only flags on the weak negatives (out of fold), every category
 PROJECT_SOURCE = "crisis_labelled/"
 MIN_THRESHOLD = 0.2
+MIN_OTHER_THRESHOLD = 0.5        # harm_others / abuse / medical alone from the classifier: at least even odds
 WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
 IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
 _SENTENCE = re.compile(r"[^。！？!?；;\n…]*[。！？!?；;\n…]*")
@@ -91,8 +93,8 @@ def windows(text: str) -> list[str]:
 def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
     from mvp.safety.rules import DEFAULT_RULES_PATH
-    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {MESSAGE_C} {SHRINK} {WEAK_WEIGHT} {F_BETA} "
-                       f"{TARGET_RECALL} {MIN_RECALL} {PRECISION_FLOOR} {MAX_WEAK_FLAGGED} {WINDOW_CHARS}".encode())
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {MESSAGE_NGRAMS} {MIN_DF} {MESSAGE_C} {SHRINK} {WEAK_WEIGHT} {F_BETA} "
+                       f"{TARGET_RECALL} {MIN_RECALL} {PRECISION_FLOOR} {MAX_WEAK_FLAGGED} {MIN_OTHER_THRESHOLD} {WINDOW_CHARS}".encode())
     here = Path(__file__).resolve().parent
     code = (here / "classifier.py", here / "data.py", here / "normalise.py")
     for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
@@ -225,7 +227,7 @@ def _f_beta_threshold(curve: list[dict]) -> float:
     """Other categories: the best union F-beta among thresholds flagging <= MAX_WEAK_FLAGGED weak negatives."""
     best_t, best_f = 0.5, -1.0
     for c in curve:
-        if c["weak_flagged"] > MAX_WEAK_FLAGGED or c["recall"] == 0:
+        if c["weak_flagged"] > MAX_WEAK_FLAGGED or c["recall"] == 0 or c["t"] < MIN_OTHER_THRESHOLD:
             continue
         prec, rec = c["precision"], c["recall"]
         f = (1 + F_BETA ** 2) * prec * rec / (F_BETA ** 2 * prec + rec)
@@ -263,8 +265,8 @@ def train(seed: int = 0, examples=None, shrink: float | None = None, report: dic
     shrink = SHRINK if shrink is None else shrink
     texts = [prepare(e.text) for e in examples]
     categories = tuple(c for c in _KNOWN if sum(c in e.categories for e in examples) >= MIN_POSITIVES)
-    vec = TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, min_df=MIN_DF, sublinear_tf=True, lowercase=False,
-                          norm=None, dtype=np.float64)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=MESSAGE_NGRAMS, min_df=MIN_DF, sublinear_tf=True,
+                          lowercase=False, norm=None, dtype=np.float64)
     X = _features(vec, [_SPACES.sub(" ", t) for t in texts], shrink)
     found = [set(default_ruleset().detect(e.text).categories) for e in examples]
     weak = np.array([e.source.startswith(WEAK_SOURCE) for e in examples])
