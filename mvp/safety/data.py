@@ -157,7 +157,8 @@ def corpus_turns(heldout: bool) -> list[tuple[str, str]]:
 def weak_negatives() -> list[Example]:
     """Client turns outside the held-out slice that the rules do not flag and that have no risk word."""
     from mvp.safety.detect import default_ruleset
-    rules, seen, out = default_ruleset(), set(), []
+    rules, out = default_ruleset(), []
+    seen = {t for _, t in corpus_turns(heldout=True)}     # a turn also said in a held-out dialogue stays out
     for corpus, text in corpus_turns(heldout=False):
         if text in seen or not text.strip() or RISK_WORDS.search(text):
             continue
