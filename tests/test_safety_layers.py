@@ -2,7 +2,7 @@
 evaluation guards, fail-safe detection and the streaming reply screen (mvp/safety).
 
 Run: .venv/bin/python -m pytest tests/test_safety_layers.py -q   (offline, CPU; the first run builds
-the classifier from shipped data, about 10-20 s, unless models/safety/classifier.json.gz is current)
+the classifier from shipped data, about 30 s, unless models/safety/classifier.json.gz is current)
 """
 from __future__ import annotations
 
