@@ -40,6 +40,8 @@ HARD = REPO_ROOT / "tests" / "data" / "crisis_hard.jsonl"
 CORPORA = (DATA_DIR / "cpsycound_dev.jsonl", DATA_DIR / "mdd5k_dev.jsonl")
 CORPUS_HELDOUT_PERCENT = 30      # of the bundled dialogues (by id hash): false-alarm measurement only
 WEAK_SOURCE = "weak/"
+_CLAUSE = re.compile(r"[。！？；，,!?;…\n]+")
+MIN_CLAUSE, MAX_CLAUSE, MAX_CLAUSES = 3, 30, 6000   # clauses of weak negatives added as short negatives
 TRAINING_FILES = (PROJECT_LABELLED, WRITTEN, HARD, PSYSUICIDE_VALID, *CORPORA)
 # A client turn with any of these is never a weak negative (it may be a real disclosure): broad on purpose.
 RISK_WORDS = re.compile(
@@ -165,4 +167,9 @@ def weak_negatives() -> list[Example]:
         seen.add(text)
         if not rules.detect(text).is_crisis:
             out.append(Example(text, (), WEAK_SOURCE + corpus))
+    # their clauses too: short everyday messages (我今天在家) are scored alone, so they are learned alone
+    clauses = {c for e in out for c in _CLAUSE.split(e.text) if MIN_CLAUSE <= len(c.strip()) <= MAX_CLAUSE} - seen
+    key = lambda c: hashlib.sha256(c.encode("utf-8")).hexdigest()  # noqa: E731 - a fixed, seed-free sample
+    picked = sorted(sorted(clauses, key=key)[:MAX_CLAUSES])
+    out += [Example(c.strip(), (), WEAK_SOURCE + "clause") for c in picked if not rules.detect(c).is_crisis]
     return out
