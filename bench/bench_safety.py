@@ -32,6 +32,10 @@ Layers: recall / precision of suicide or self-harm risk for the rules, the class
 on the written held-out split (never trained or tuned on), PsySUICIDE test (never trained or tuned
 on; 关于自杀的探索 apart) and the project's labelled set (seen). Reply screening: the written labelled
 replies tests/data/crisis_replies.jsonl.
+False alarms: the share of client turns flagged in the held-out slice of the bundled dialogues
+(30% of the dialogues by id hash; never trained or tuned on), per layer, and on its clean turns (no
+risk word, rules quiet). Fresh lists: tests/test_safety_everyday.py (everyday messages flagged,
+indirect crisis messages caught, by rules + classifier).
 """
 from __future__ import annotations
 
@@ -162,6 +166,24 @@ def layer_figures() -> dict:
     return out
 
 
+def false_alarm_figures() -> dict:
+    from mvp.safety import evaluate
+    return evaluate.false_alarms()
+
+
+def fresh_lists() -> dict:
+    """tests/test_safety_everyday.py: everyday messages flagged and indirect crisis messages caught."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("everyday", ROOT / "tests" / "test_safety_everyday.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    risky = lambda t: any(c in ("suicide", "self_harm") for c in safety.detect(t).categories)  # noqa: E731
+    return {"everyday": len(mod.EVERYDAY), "everyday_flagged": sum(safety.detect(t).is_crisis for t in mod.EVERYDAY),
+            "reported_false_alarms": len(mod.REGRESSIONS),
+            "reported_flagged": sum(safety.detect(t).is_crisis for t in mod.REGRESSIONS),
+            "crisis": len(mod.CRISIS), "crisis_caught": sum(risky(t) for t in mod.CRISIS)}
+
+
 def reply_screening() -> dict:
     """Blocked recall / precision on the written replies: all of them (seen), and the held-out split."""
     rows = [json.loads(line) for line in REPLIES.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -224,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     result["timing"] = timing
     result["long_messages"] = long_message_timing(rules, all_turns or texts)
     result["layers"] = layer_figures()
+    result["false_alarms_heldout_dialogues"] = false_alarm_figures()
+    result["fresh_lists"] = fresh_lists()
     result["reply_screening"] = reply_screening()
     result["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
                              "processor": platform.processor() or "unknown"}
@@ -248,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         for layer, r in layers.items():
             print(f"{name:24s} {layer:10s} recall {r['recall']} precision {r['precision']} (n={r['messages']})"
                   + (f" exploration flagged {r['exploration_flagged']}" if r.get("exploration_flagged") else ""))
+    for corpus, d in result["false_alarms_heldout_dialogues"].items():
+        print(f"held-out {corpus} turns ({d['turns']}): flagged rules {d['rules']}, classifier {d['classifier']}, "
+              f"combined {d['combined']} ({d['combined_rate']:.2%}; classifier-only {d['classifier_only']}); "
+              f"clean turns {d['clean_turns']}: flagged {d['clean_flagged']} ({d['clean_rate']:.2%})")
+    fl = result["fresh_lists"]
+    print(f"fresh lists: everyday flagged {fl['everyday_flagged']}/{fl['everyday']}, reported false alarms flagged "
+          f"{fl['reported_flagged']}/{fl['reported_false_alarms']}, crisis caught {fl['crisis_caught']}/{fl['crisis']}")
     rs = result["reply_screening"]
     print(f"reply screening ({rs['replies']} replies): blocked recall {rs['recall']} precision {rs['precision']}; "
           f"per kind recall {rs['per_kind_recall']}")

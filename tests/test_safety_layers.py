@@ -2,7 +2,7 @@
 evaluation guards, fail-safe detection and the streaming reply screen (mvp/safety).
 
 Run: .venv/bin/python -m pytest tests/test_safety_layers.py -q   (offline, CPU; the first run builds
-the classifier from shipped data, about 10-20 s, unless models/safety/classifier.json.gz is current)
+the classifier from shipped data, about 30 s, unless models/safety/classifier.json.gz is current)
 """
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ import pytest
 
 from mvp import safety
 from mvp.safety import ReplyStream, RuleSet, classifier, screen_reply
-from mvp.safety.data import Example, load_examples, training_examples
+from mvp.safety.data import (
+    RISK_WORDS,
+    WEAK_SOURCE,
+    Example,
+    corpus_dialogues,
+    corpus_turns,
+    is_heldout_dialogue,
+    load_examples,
+    training_examples,
+    weak_negatives,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,16 +108,30 @@ def test_training_is_reproducible_and_inference_matches_sklearn(tmp_path: Path) 
     classifier.save(classifier.train(seed=3, examples=ex), b)
     assert a.read_bytes() == b.read_bytes()                       # same data + seed -> same file
     model = classifier.load(a)
-    assert model.categories == ("suicide",)
+    assert model.categories == ("suicide",) and model.shrink == classifier.SHRINK
     texts = [classifier.prepare(e.text) for e in ex]
-    vec = TfidfVectorizer(analyzer="char", ngram_range=classifier.NGRAMS, min_df=classifier.MIN_DF,
-                          sublinear_tf=True, lowercase=False)
-    X = vec.fit_transform(texts)
-    lr = LogisticRegression(C=classifier.C, class_weight="balanced", solver="liblinear", random_state=3,
-                            max_iter=1000).fit(X, [bool(e.categories) for e in ex])
+    vec = TfidfVectorizer(analyzer="char", ngram_range=classifier.MESSAGE_NGRAMS, min_df=classifier.MIN_DF,
+                          sublinear_tf=True, lowercase=False, norm=None)
+    raw = vec.fit_transform(texts)
+
+    def features(X):                                              # TF-IDF / sqrt(squared norm + SHRINK)
+        sq = np.asarray(X.multiply(X).sum(axis=1)).ravel() + classifier.SHRINK
+        return X.multiply(1.0 / np.sqrt(sq)[:, None]).tocsr()
+
+    lr = LogisticRegression(C=classifier.MESSAGE_C, class_weight="balanced", solver="liblinear", random_state=3,
+                            max_iter=1000).fit(features(raw), [bool(e.categories) for e in ex])
     for t in ["我真的想死", "今天很开心", "活着没意思啊"]:
-        expected = lr.predict_proba(vec.transform([classifier.prepare(t)]))[0, 1]
+        expected = lr.predict_proba(features(vec.transform([classifier.prepare(t)])))[0, 1]
         assert abs(model.probabilities(classifier.prepare(t))[0] - expected) < 1e-3
+
+
+def test_short_windows_are_shrunk_towards_the_prior(tmp_path: Path) -> None:
+    """SHRINK: a two-character window cannot reach the score of a sentence that says the same and more."""
+    model = classifier.train(seed=0, examples=_small_examples())
+    plain = classifier.train(seed=0, examples=_small_examples(), shrink=0.0)
+    prior = 1 / (1 + np.exp(-model.intercept[0]))
+    short = classifier.prepare("想死")
+    assert abs(model.probabilities(short)[0] - prior) < abs(plain.probabilities(short)[0] - prior)
 
 
 def test_long_messages_are_scored_in_windows() -> None:
@@ -129,6 +153,17 @@ def test_training_data_never_includes_the_held_out_sets() -> None:
     assert len(held) >= 90 and not train & {e.text for e in held}
     test = load_examples(ROOT / "data" / "psysuicide" / "test.json")
     assert len(test) == 1485 and not train & {e.text for e in test}
+    slice_ = {t for _, t in corpus_turns(heldout=True)}
+    assert len(slice_) > 3000 and not train & slice_
+
+
+def test_weak_negatives_are_quiet_turns_outside_the_held_out_slice() -> None:
+    weak = weak_negatives()
+    assert len(weak) > 3000 and all(e.source.startswith(WEAK_SOURCE) and not e.categories for e in weak)
+    assert not any(RISK_WORDS.search(e.text) for e in weak)
+    held_ids = [did for did, _ in corpus_dialogues() if is_heldout_dialogue(did)]
+    assert 0.2 < len(held_ids) / len(corpus_dialogues()) < 0.4     # about CORPUS_HELDOUT_PERCENT of the dialogues
+    assert not {e.text for e in weak} & {t for _, t in corpus_turns(heldout=True)}
 
 
 # --- layers, union and fail safe --------------------------------------------------------------------

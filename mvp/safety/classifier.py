@@ -15,11 +15,21 @@ matches the shipped data, so a clean clone, CI and `make run` all work without a
 
 Inference needs numpy only (scikit-learn is needed to train): the text is normalised like the
 rules see it, cut into windows of whole sentences (a long message whose risk is one clause is not
-diluted), and each category is raised when any window scores over its threshold.
-Thresholds come from out-of-fold predictions on the training data only (never a held-out set), for
-the union with the rule layer, on the examples the rules were not written from: suicide and
-self-harm get the highest threshold that keeps union recall >= TARGET_RECALL (a miss is the worst
-failure), the other categories the best F1.5.
+diluted), and each category is raised when any window scores over its threshold. A window's TF-IDF
+vector is divided by sqrt(squared norm + SHRINK) instead of its norm, so a window of a few characters
+scores near the prior rather than on the strength of one n-gram (我睡不着, 不！我不要！).
+
+Against alarm fatigue the training set holds, besides the labelled crisis messages, hand-written hard
+negatives (tests/data/crisis_hard.jsonl: insomnia, pills as prescribed, 累死了, parents scolding ...)
+and about 7,000 weak negatives: client turns of the bundled dialogues that the rules leave quiet and
+that contain no risk word (data.weak_negatives; never from the held-out slice that measures the
+false-alarm rate). Thresholds come from out-of-fold predictions on the training data only (never a
+held-out set), for the union with the rule layer, on the examples the rules were not written from;
+they are the bar for a classifier-only detection (a category the rules also found is raised anyway):
+suicide and self-harm get the highest threshold that keeps union recall >= TARGET_RECALL (a miss is
+the worst failure), raised (never below MIN_RECALL) until at most MAX_WEAK_FLAGGED of the weak
+negatives are flagged, and up to PRECISION_FLOOR only when that floor is reachable at MIN_RECALL; the
+other categories the best F1.5 at p >= MIN_OTHER_THRESHOLD.
 """
 from __future__ import annotations
 
@@ -41,16 +51,24 @@ from mvp.safety.detect import MASK
 CLASSIFIER_VERSION = 1
 # MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
 DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
-NGRAMS = (1, 3)
-MIN_DF = 2
-C = 16.0                         # inverse regularisation strength of each logistic regression
+NGRAMS = (1, 3)                  # n-gram lengths scanned at inference (and the reply model's)
+MESSAGE_NGRAMS = (1, 3)          # n-gram lengths of the message model's vocabulary (within NGRAMS)
+MIN_DF = 3
+C = 16.0                         # the reply model's (mvp/safety/reply_model.py) regularisation
+MESSAGE_C = 16.0                 # inverse regularisation strength of each message logistic regression
+SHRINK = 300.0                   # added to a window's squared TF-IDF norm: a short window scores near the prior
+WEAK_WEIGHT = 0.5                # sample weight of a weak negative (unlabelled client turn, data.weak_negatives)
 MIN_POSITIVES = 20               # a category with fewer training examples gets no model
 WINDOW_CHARS = 80                # long messages are scored in windows of whole sentences of about this size
 FOLDS = 5
 F_BETA = 1.5                     # other categories: thresholds weight recall 1.5 times as much as precision
-TARGET_RECALL = 0.95             # data.RISK_CATEGORIES get the highest threshold that keeps this recall
+TARGET_RECALL = 0.95             # data.RISK_CATEGORIES: union recall kept on out-of-fold predictions ...
+MIN_RECALL = 0.92                # ... and never below this (weak-negative or precision floor)
+PRECISION_FLOOR = 0.85           # union precision on the labelled tuning examples (out of fold)
+MAX_WEAK_FLAGGED = 0.005         # classifier-only flags on the weak negatives (out of fold), every category
 PROJECT_SOURCE = "crisis_labelled/"
 MIN_THRESHOLD = 0.2
+MIN_OTHER_THRESHOLD = 0.5        # harm_others / abuse / medical alone from the classifier: at least even odds
 WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
 IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
 _SENTENCE = re.compile(r"[^。！？!?；;\n…]*[。！？!?；;\n…]*")
@@ -85,7 +103,8 @@ def windows(text: str) -> list[str]:
 def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
     from mvp.safety.rules import DEFAULT_RULES_PATH
-    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {NGRAMS} {MIN_DF} {C} {F_BETA} {TARGET_RECALL} {WINDOW_CHARS}".encode())
+    h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {MESSAGE_NGRAMS} {MIN_DF} {MESSAGE_C} {SHRINK} {WEAK_WEIGHT} {F_BETA} "
+                       f"{TARGET_RECALL} {MIN_RECALL} {PRECISION_FLOOR} {MAX_WEAK_FLAGGED} {MIN_OTHER_THRESHOLD} {WINDOW_CHARS}".encode())
     here = Path(__file__).resolve().parent
     code = (here / "classifier.py", here / "data.py", here / "normalise.py")
     for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
@@ -115,6 +134,7 @@ class Classifier:
     categories: tuple[str, ...]
     thresholds: np.ndarray
     meta: dict
+    shrink: float = 0.0              # see SHRINK (0: plain L2 normalisation, as scikit-learn's TfidfVectorizer)
 
     def __post_init__(self) -> None:
         keys = np.array([_key(g) for g in self.vocab], dtype=np.int64)
@@ -149,7 +169,7 @@ class Classifier:
             pair, counts = np.unique(r * len(self.idf) + c, return_counts=True)
             r, c = pair // len(self.idf), pair % len(self.idf)
             w = (1.0 + np.log(counts)) * self.idf[c]
-            norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)))
+            norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)) + self.shrink)
             w = w / norm[r]
             contrib = self.coef[c] * w[:, None]
             for j in range(len(self.categories)):
@@ -180,47 +200,87 @@ class Classifier:
                 + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
 
 
-def _recall_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
-    """The highest threshold whose union with the rule layer keeps TARGET_RECALL on out-of-fold predictions."""
-    best = MIN_THRESHOLD
-    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
+_GRID = np.round(np.arange(MIN_THRESHOLD, 0.98, 0.01), 2)
+
+
+def _curve(y: np.ndarray, p: np.ndarray, rules: np.ndarray, weak: np.ndarray) -> list[dict]:
+    """Union figures at each threshold of _GRID: recall and precision on the labelled examples,
+    the share of weak negatives the classifier flags (the rules flag none of them, by construction)."""
+    lab = ~weak
+    out = []
+    for t in _GRID:
         pred = (p >= t) | rules
-        if np.sum(pred & y) >= TARGET_RECALL * np.sum(y):
-            best = float(t)
-    return round(best, 2)
+        tp = int(np.sum(pred & y & lab)); fp = int(np.sum(pred & ~y & lab)); fn = int(np.sum(~pred & y & lab))
+        out.append({"t": float(t), "recall": tp / (tp + fn) if tp + fn else 1.0,
+                    "precision": tp / (tp + fp) if tp + fp else 1.0,
+                    "weak_flagged": float(np.mean(p[weak] >= t)) if weak.any() else 0.0})
+    return out
 
 
-def _f_beta_threshold(y: np.ndarray, p: np.ndarray, rules: np.ndarray) -> float:
-    """The threshold whose union with the rule layer scores best (F-beta) on out-of-fold predictions."""
+def _risk_threshold(curve: list[dict]) -> float:
+    """Suicide / self-harm: the highest threshold keeping union recall >= TARGET_RECALL (a miss is the
+    worst failure); raised, never past the point where recall falls under MIN_RECALL, until the weak
+    negatives flagged fall to MAX_WEAK_FLAGGED; raised further to reach PRECISION_FLOOR only when that
+    floor can be reached at a recall >= MIN_RECALL (recall is never given up for nothing)."""
+    keep = [c["t"] for c in curve if c["recall"] >= TARGET_RECALL]
+    t = max(keep) if keep else MIN_THRESHOLD
+    cap = max([c["t"] for c in curve if c["recall"] >= MIN_RECALL], default=t)
+    at = {c["t"]: c for c in curve}
+    if at[t]["weak_flagged"] > MAX_WEAK_FLAGGED:
+        t = min([c["t"] for c in curve if c["t"] >= t and c["weak_flagged"] <= MAX_WEAK_FLAGGED] + [max(t, cap)])
+    floor = [c["t"] for c in curve if c["t"] >= t and c["precision"] >= PRECISION_FLOOR
+             and c["weak_flagged"] <= MAX_WEAK_FLAGGED and c["recall"] >= MIN_RECALL]
+    return round(min(floor) if floor else t, 2)
+
+
+def _f_beta_threshold(curve: list[dict]) -> float:
+    """Other categories: the best union F-beta among thresholds flagging <= MAX_WEAK_FLAGGED weak negatives."""
     best_t, best_f = 0.5, -1.0
-    for t in np.arange(MIN_THRESHOLD, 0.95, 0.02):
-        pred = (p >= t) | rules
-        tp = float(np.sum(pred & y)); fp = float(np.sum(pred & ~y)); fn = float(np.sum(~pred & y))
-        if tp == 0:
+    for c in curve:
+        if c["weak_flagged"] > MAX_WEAK_FLAGGED or c["recall"] == 0 or c["t"] < MIN_OTHER_THRESHOLD:
             continue
-        prec, rec = tp / (tp + fp), tp / (tp + fn)
+        prec, rec = c["precision"], c["recall"]
         f = (1 + F_BETA ** 2) * prec * rec / (F_BETA ** 2 * prec + rec)
         if f > best_f + 1e-9:
-            best_t, best_f = float(t), f
+            best_t, best_f = c["t"], f
     return round(best_t, 2)
 
 
-def train(seed: int = 0, examples=None) -> Classifier:
-    """Fit the vectoriser and one logistic regression per category (deterministic for a seed)."""
+def _at(curve: list[dict], t: float) -> dict:
+    c = min(curve, key=lambda c: abs(c["t"] - t))
+    return {k: round(v, 4) for k, v in c.items()}
+
+
+def _features(vec, texts: list[str], shrink: float):
+    """TF-IDF rows (no norm) divided by sqrt(squared norm + shrink): the features of one window each."""
+    import scipy.sparse as sp
+    X = vec.transform(texts) if hasattr(vec, "vocabulary_") else vec.fit_transform(texts)
+    sq = np.asarray(X.multiply(X).sum(axis=1)).ravel() + shrink
+    scale = np.where(sq > 0, 1.0 / np.sqrt(np.where(sq > 0, sq, 1.0)), 0.0)
+    return sp.diags(scale) @ X
+
+
+def train(seed: int = 0, examples=None, shrink: float | None = None, report: dict | None = None) -> Classifier:
+    """Fit the vectoriser and one logistic regression per category (deterministic for a seed).
+
+    `report`, when given a dict, receives the out-of-fold figures behind each threshold."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    from mvp.safety.data import RISK_CATEGORIES, training_examples
+    from mvp.safety.data import RISK_CATEGORIES, WEAK_SOURCE, training_examples
     from mvp.safety.detect import _KNOWN, default_ruleset
 
     examples = training_examples() if examples is None else examples
+    shrink = SHRINK if shrink is None else shrink
     texts = [prepare(e.text) for e in examples]
     categories = tuple(c for c in _KNOWN if sum(c in e.categories for e in examples) >= MIN_POSITIVES)
-    vec = TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, min_df=MIN_DF, sublinear_tf=True, lowercase=False,
-                          dtype=np.float64)
-    X = vec.fit_transform(texts)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=MESSAGE_NGRAMS, min_df=MIN_DF, sublinear_tf=True,
+                          lowercase=False, norm=None, dtype=np.float64)
+    X = _features(vec, [_SPACES.sub(" ", t) for t in texts], shrink)
     found = [set(default_ruleset().detect(e.text).categories) for e in examples]
+    weak = np.array([e.source.startswith(WEAK_SOURCE) for e in examples])
+    weight = np.where(weak, WEAK_WEIGHT, 1.0)
     # thresholds are chosen where the rules were not written from the data (not the project's own set)
     tune = np.array([not e.source.startswith(PROJECT_SOURCE) for e in examples])
     if tune.sum() < 50:
@@ -228,27 +288,33 @@ def train(seed: int = 0, examples=None) -> Classifier:
     coefs, intercepts, thresholds = [], [], []
     for cat in categories:
         y = np.array([cat in e.categories for e in examples])
-        model = LogisticRegression(C=C, class_weight="balanced", solver="liblinear", random_state=seed, max_iter=1000)
+        model = LogisticRegression(C=MESSAGE_C, class_weight="balanced", solver="liblinear", random_state=seed,
+                                   max_iter=1000)
         oof = np.zeros(len(y))
         for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
-            oof[te] = model.fit(X[tr], y[tr]).predict_proba(X[te])[:, 1]
+            oof[te] = model.fit(X[tr], y[tr], sample_weight=weight[tr]).predict_proba(X[te])[:, 1]
         ruled = np.array([cat in f for f in found])
-        pick = _recall_threshold if cat in RISK_CATEGORIES else _f_beta_threshold
-        thresholds.append(pick(y[tune], oof[tune], ruled[tune]))
-        model.fit(X, y)
+        curve = _curve(y[tune], oof[tune], ruled[tune], weak[tune])
+        t = (_risk_threshold if cat in RISK_CATEGORIES else _f_beta_threshold)(curve)
+        thresholds.append(t)
+        if report is not None:
+            report[cat] = {"threshold": t, "oof_union": _at(curve, t), "positives": int(y.sum()),
+                           "oof": oof, "y": y, "ruled": ruled}
+        model.fit(X, y, sample_weight=weight)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])
     vocab = {k: int(v) for k, v in vec.vocabulary_.items()}
-    meta = {"version": CLASSIFIER_VERSION, "seed": seed, "digest": training_digest(seed), "examples": len(examples)}
+    meta = {"version": CLASSIFIER_VERSION, "seed": seed, "digest": training_digest(seed), "examples": len(examples),
+            "weak_negatives": int(weak.sum())}
     return Classifier(vocab, vec.idf_.copy(), np.array(coefs).T, np.array(intercepts), categories,
-                      np.array(thresholds), meta)
+                      np.array(thresholds), meta, float(shrink))
 
 
 def save(model: Classifier, path: Path = DEFAULT_MODEL_PATH) -> None:
     """Write the model as gzip'd JSON, atomically, with identical bytes for identical models."""
     order = sorted(model.vocab, key=model.vocab.get)
     r = lambda a: [round(float(x), WEIGHT_DIGITS) for x in a]  # noqa: E731
-    doc = {"_meta": model.meta, "categories": list(model.categories), "thresholds": r(model.thresholds),
+    doc = {"_meta": model.meta, "shrink": model.shrink, "categories": list(model.categories), "thresholds": r(model.thresholds),
            "intercept": r(model.intercept), "ngrams": order, "idf": r(model.idf),
            "coef": [r(row) for row in model.coef.T]}
     raw = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -266,7 +332,7 @@ def load(path: Path = DEFAULT_MODEL_PATH) -> Classifier:
         doc = json.loads(f.read().decode("utf-8"))
     return Classifier({g: i for i, g in enumerate(doc["ngrams"])}, np.array(doc["idf"]),
                       np.array(doc["coef"]).T, np.array(doc["intercept"]), tuple(doc["categories"]),
-                      np.array(doc["thresholds"]), doc["_meta"])
+                      np.array(doc["thresholds"]), doc["_meta"], float(doc.get("shrink", 0.0)))
 
 
 def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0, digest: str | None = None) -> bool:

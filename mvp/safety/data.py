@@ -9,11 +9,20 @@ What it is for: the classifier (mvp/safety/classifier.py) trains on `training_ex
     kept as the `exploration` mark, not as a category.
 Training data (all shipped in the repository): tests/data/crisis_labelled.jsonl (the project's
 messages), tests/data/crisis_written.jsonl split "train" (its "heldout" split is never trained or
-tuned on), data/psysuicide/valid.json. data/psysuicide/test.json is a benchmark only.
+tuned on), tests/data/crisis_hard.jsonl (hard negatives that share words with a crisis: insomnia,
+sleeping pills taken for sleep, 累死了-style hyperbole, family quarrels, breakups; and indirect
+positives), data/psysuicide/valid.json, and weak negatives: client turns of the bundled unlabelled
+dialogues (data/cpsycound_dev.jsonl, data/mdd5k_dev.jsonl) that the rules do not flag and that
+contain no risk word (RISK_WORDS), from the dialogues outside the held-out slice. The held-out
+slice (CORPUS_HELDOUT_PERCENT of the dialogues, chosen by a hash of the dialogue id) is never
+trained or tuned on: it measures the false-alarm rate on everyday counselling turns.
+data/psysuicide/test.json is a benchmark only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +36,19 @@ PSYSUICIDE_VALID = DATA_DIR / "psysuicide" / "valid.json"
 PSYSUICIDE_TEST = DATA_DIR / "psysuicide" / "test.json"
 HELDOUT_SPLIT = "heldout"
 RISK_CATEGORIES = ("suicide", "self_harm")   # "risk" in the figures; recall first in the classifier
-TRAINING_FILES = (PROJECT_LABELLED, WRITTEN, PSYSUICIDE_VALID)
+HARD = REPO_ROOT / "tests" / "data" / "crisis_hard.jsonl"
+CORPORA = (DATA_DIR / "cpsycound_dev.jsonl", DATA_DIR / "mdd5k_dev.jsonl")
+CORPUS_HELDOUT_PERCENT = 30      # of the bundled dialogues (by id hash): false-alarm measurement only
+WEAK_SOURCE = "weak/"
+_CLAUSE = re.compile(r"[。！？；，,!?;…\n]+")
+MIN_CLAUSE, MAX_CLAUSE, MAX_CLAUSES = 3, 30, 6000   # clauses of weak negatives added as short negatives
+TRAINING_FILES = (PROJECT_LABELLED, WRITTEN, HARD, PSYSUICIDE_VALID, *CORPORA)
+# A client turn with any of these is never a weak negative (it may be a real disclosure): broad on purpose.
+RISK_WORDS = re.compile(
+    "死|杀|自残|自伤|伤害|割|划|烫|跳|上吊|绳|轻生|遗书|遗言|活着|活下去|不想活|活不|活够|药|刀|血|"
+    "结束|了结|解脱|离开这个|消失|撑不|熬不|坚持不|一了百了|绝望|崩溃|告别|再见|永远|醒不|睡过去|"
+    "打我|打了我|揍|虐|性侵|强奸|威胁|想不开|走了|不在了|累赘|负担|没意义|没意思|没有意义|意义|放弃|"
+    "楼|河|桥|车|毒|煤气|炭|喝酒|报复")
 
 PSYSUICIDE_LABELS = {
     "被动自杀意图": "suicide", "主动自杀意图": "suicide", "自杀计划": "suicide", "自杀准备行为": "suicide",
@@ -94,11 +115,61 @@ def load_examples(path: Path, split: str | None = None) -> list[Example]:
     return out
 
 
-def training_examples() -> list[Example]:
-    """Everything the classifier learns from (never the held-out split, never PsySUICIDE test)."""
+def training_examples(weak: bool = True) -> list[Example]:
+    """Everything the classifier learns from (never the held-out split, never PsySUICIDE test, never
+    the held-out slice of the bundled dialogues); `weak=False` leaves out the weak negatives."""
     written = [e for e in load_examples(WRITTEN) if not e.source.endswith("/" + HELDOUT_SPLIT)]
     valid = [e for e in load_examples(PSYSUICIDE_VALID) if not (e.exploration and not e.categories)]
     held = {e.text for e in load_examples(PSYSUICIDE_TEST)} if PSYSUICIDE_TEST.exists() else set()
     held |= {e.text for e in load_examples(WRITTEN, HELDOUT_SPLIT)}
+    held |= {t for _, t in corpus_turns(heldout=True)}
+    hard = load_examples(HARD) if HARD.exists() else []
+    labelled = load_examples(PROJECT_LABELLED) + written + hard + valid
+    known = {e.text for e in labelled}
+    extra = [e for e in weak_negatives() if e.text not in known] if weak else []
     # decontaminated: a message that also occurs in a held-out set (e.g. 我想跳楼) is left out
-    return [e for e in load_examples(PROJECT_LABELLED) + written + valid if e.text not in held]
+    return [e for e in labelled + extra if e.text not in held]
+
+
+def corpus_dialogues() -> list[tuple[str, list[str]]]:
+    """(dialogue id, client turns) of the bundled unlabelled dialogues, in file order."""
+    out = []
+    for path in CORPORA:
+        if not path.exists():
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                row = json.loads(line)
+                out.append((str(row.get("id") or f"{path.stem}-{n}"),
+                            [m["content"] for m in row["messages"] if m.get("role") == "user"]))
+    return out
+
+
+def is_heldout_dialogue(dialogue_id: str) -> bool:
+    """The false-alarm slice: CORPUS_HELDOUT_PERCENT of the dialogues, fixed by a hash of the id."""
+    return int(hashlib.sha256(dialogue_id.encode("utf-8")).hexdigest()[:8], 16) % 100 < CORPUS_HELDOUT_PERCENT
+
+
+def corpus_turns(heldout: bool) -> list[tuple[str, str]]:
+    """(corpus name, client turn) of the held-out slice (heldout=True) or of the other dialogues."""
+    return [(did.split("-")[0], t) for did, turns in corpus_dialogues() if is_heldout_dialogue(did) == heldout
+            for t in turns]
+
+
+def weak_negatives() -> list[Example]:
+    """Client turns outside the held-out slice that the rules do not flag and that have no risk word."""
+    from mvp.safety.detect import default_ruleset
+    rules, out = default_ruleset(), []
+    seen = {t for _, t in corpus_turns(heldout=True)}     # a turn also said in a held-out dialogue stays out
+    for corpus, text in corpus_turns(heldout=False):
+        if text in seen or not text.strip() or RISK_WORDS.search(text):
+            continue
+        seen.add(text)
+        if not rules.detect(text).is_crisis:
+            out.append(Example(text, (), WEAK_SOURCE + corpus))
+    # their clauses too: short everyday messages (我今天在家) are scored alone, so they are learned alone
+    clauses = {c for e in out for c in _CLAUSE.split(e.text) if MIN_CLAUSE <= len(c.strip()) <= MAX_CLAUSE} - seen
+    key = lambda c: hashlib.sha256(c.encode("utf-8")).hexdigest()  # noqa: E731 - a fixed, seed-free sample
+    picked = sorted(sorted(clauses, key=key)[:MAX_CLAUSES])
+    out += [Example(c.strip(), (), WEAK_SOURCE + "clause") for c in picked if not rules.detect(c).is_crisis]
+    return out

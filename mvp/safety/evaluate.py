@@ -5,6 +5,9 @@ docs/benchmarks.md come from here. `risk` is suicide or self-harm (PsySUICIDE: i
 preparation, attempt, self-harm); messages that only talk about suicide (关于自杀的探索) are left out
 of the risk precision and reported apart as `exploration_flagged`. The misses of the held-out
 PsySUICIDE test set are never printed: a set whose misses are read is no longer held out.
+`false_alarms()` measures the share of client turns flagged in the held-out slice of the bundled
+unlabelled dialogues (data.corpus_turns(heldout=True), never trained or tuned on), per layer, on all
+its turns and on its "clean" turns (no risk word, rules quiet: almost surely not a crisis).
 """
 from __future__ import annotations
 
@@ -109,3 +112,31 @@ def format_report(report: dict) -> str:
     for m in report.get("misses", []):
         lines.append(f"MISS gold={m['gold']} got={m['got']}: {m['text']}")
     return "\n".join(lines)
+
+
+def false_alarms(rules_path: Path | None = None, model_path: Path | None = None) -> dict:
+    """Flag rates per layer on the held-out slice of the bundled dialogues, per corpus."""
+    from mvp.safety import classifier as clf
+    from mvp.safety.data import RISK_WORDS, corpus_turns
+    from mvp.safety.detect import RuleSet, combine, default_ruleset
+
+    rules = RuleSet.load(rules_path) if rules_path else default_ruleset()
+    model = clf.load(model_path) if model_path else clf.default_classifier()
+    out: dict = {}
+    for corpus, text in corpus_turns(heldout=True):
+        r, c = rules.detect(text), model.detect(text)
+        u = combine(r, c)
+        d = out.setdefault(corpus, {"turns": 0, "rules": 0, "classifier": 0, "combined": 0,
+                                    "clean_turns": 0, "clean_flagged": 0})
+        d["turns"] += 1
+        d["rules"] += r.is_crisis
+        d["classifier"] += c.is_crisis
+        d["combined"] += u.is_crisis
+        if not RISK_WORDS.search(text) and not r.is_crisis:
+            d["clean_turns"] += 1
+            d["clean_flagged"] += u.is_crisis
+    for d in out.values():
+        d["combined_rate"] = round(d["combined"] / d["turns"], 4)
+        d["classifier_only"] = d["combined"] - d["rules"]
+        d["clean_rate"] = round(d["clean_flagged"] / max(1, d["clean_turns"]), 4)
+    return out
