@@ -68,6 +68,10 @@ PRECISION_FLOOR = 0.85           # union precision on the labelled tuning exampl
 MAX_WEAK_FLAGGED = 0.005         # classifier-only flags on the weak negatives (out of fold), every category
 PROJECT_SOURCE = "crisis_labelled/"
 MIN_THRESHOLD = 0.2
+# A message of a few characters carries too little evidence for a statistical guess (我累了, 算了吧,
+# 我今天在家): the classifier alone raises it only when it is nearly sure; the rules still see it.
+SHORT_MESSAGE_CHARS = 10
+SHORT_MESSAGE_MIN_P = 0.8
 MIN_OTHER_THRESHOLD = 0.5        # harm_others / abuse / medical alone from the classifier: at least even odds
 WEIGHT_DIGITS = 5                # rounding of stored floats: small files, identical bytes across runs
 IDIOM_MARK = "□"                 # what a masked idiom looks like to the classifier
@@ -190,7 +194,10 @@ class Classifier:
         parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
         probs = self._window_scores(parts)
         best = probs.argmax(axis=0)
-        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= self.thresholds[j]})
+        bars = self.thresholds
+        if sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS:
+            bars = np.maximum(bars, SHORT_MESSAGE_MIN_P)
+        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= bars[j]})
         col = {c: j for j, c in enumerate(self.categories)}
         return Detection(cats, tuple(f"classifier.{c}:{probs[best[col[c]], col[c]]:.2f} {parts[best[col[c]]][:24]}"
                                      for c in cats))
