@@ -180,7 +180,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         fix_btn.click(h.on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
         regen_event = regen.click(h.on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
         stop.click(h.on_stop, [conv_id], None, concurrency_limit=None, **private)
-        compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=model_slots, **private)
+        compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model",
+                      concurrency_limit=model_slots, **private).success(None, js=render.SHOW_COMPARE_JS, **private)
         for c, btn in choice_btns.items():
             btn.click(h.make_choose(c), [cmp_state, conv_id], [cmp_state, compare_box, chatbot, msg_ids, target, notice], **private)
         chatbot.like(h.on_like, [msg_ids], None, **private)

@@ -15,11 +15,17 @@ DISCLAIMER = (
     "**注意**：研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"
     "如遇危机，请拨打 120 / 110 或心理援助热线 12356。"
 )
+# The compare box opens below the buttons: bring it (both replies and the four choices) into view.
+SHOW_COMPARE_JS = "() => { const b = document.querySelector('#compare-box'); if (b) b.scrollIntoView({block: 'center'}); }"
+TOAST_TITLES = {"info": "提示", "warning": "注意", "error": "无法完成", "success": "完成"}
 CSS = """
 #disclaimer {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;}
 #disclaimer p {margin:0;color:#7a4b00;}
 #demo-notice p {color:#8a1c1c;}
-"""
+#cmp-choices button {min-width:60px;}
+""" + "".join(  # Gradio 6.31 titles every toast with its English type ("Info"): show the Chinese one instead
+    f".toast-title.{kind} {{font-size:0 !important;}} .toast-title.{kind}::before {{content:'{title}';font-size:var(--text-md);}}\n"
+    for kind, title in TOAST_TITLES.items())
 ROLE_LABELS = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}
 CHOICE_LABELS = {"a": "A 更好", "b": "B 更好", "tie": "差不多", "both_bad": "都不好"}
 METHOD_LABELS = {"rules": "规则", "model": "模型", "model+rules": "模型+规则", "none": "未评分"}  # mvp.assessment.scoring.METHODS
