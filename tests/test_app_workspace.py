@@ -152,3 +152,31 @@ def test_times_are_local_and_toasts_chinese():
     from mvp.app.ui.common import ERROR_TITLE, INFO_TITLE
 
     assert ERROR_TITLE == "无法完成" and INFO_TITLE == "提示"
+
+
+def test_a_screening_survives_a_restart_and_can_be_abandoned(svc, tmp_path):
+    from tests.test_app_screening import ANSWERS
+
+    phq9 = svc.instruments["phq9"]
+    cid = svc.new_conversation("wang")["id"]
+    svc.start_screening("wang", cid, "phq9")
+    chat(svc, "wang", cid, ANSWERS[0][0])
+    assert svc.screening_state("wang", cid)["current_item"] == 2
+
+    # a restart: a new service over the same feedback.db
+    again = Service(svc.store, load_stages(), svc.engines)
+    state = again.screening_state("wang", cid)
+    assert state["active"] and state["current_item"] == 2 and [i["score"] for i in state["items"]] == [ANSWERS[0][1]]
+    reply = chat(again, "wang", cid, ANSWERS[1][0])
+    assert reply["content"].endswith(phq9.items[2].question)
+    with pytest.raises(Exception, match="放弃筛查"):
+        again.start_screening("wang", cid, "gad7")
+
+    h = Handlers(again)
+    summary, _ = h.on_abandon_screening(cid, req("wang"))
+    assert "已放弃" in summary
+    stored = again.store.list_assessments(cid)[-1]
+    assert stored["status"] == "abandoned"
+    assert not Service(svc.store, load_stages(), svc.engines).screening_state("wang", cid)["active"]
+    again.start_screening("wang", cid, "gad7")  # a new one may start now
+    assert again.screening_state("wang", cid)["instrument"] == "gad7"

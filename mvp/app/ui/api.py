@@ -1,5 +1,5 @@
 """The named API endpoints for gradio_client (`/new_conversation`, `/conversations`, `/chat`, `/regenerate`, `/stop`,
-`/rate`, `/thumb`, `/compare`, `/choose`, `/history`, `/stages`, `/start_screening`, `/screening`,
+`/rate`, `/thumb`, `/compare`, `/choose`, `/history`, `/stages`, `/start_screening`, `/abandon_screening`, `/screening`,
 `/correct_item`, `/flags`, `/review_queue`, `/review_flag`, `/audit`, `/delete_conversation`).
 
 Each calls the same service method as the UI, with the logged-in user. `/rate` takes one argument
@@ -153,6 +153,11 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
         """Start PHQ-9 (phq9) or GAD-7 (gad7): the reply is the introduction and the first item;
         each later /chat message is an answer, scored and followed by the next item."""
         return service.start_screening(username(request), conversation_id, instrument)
+
+    @api
+    def abandon_screening(conversation_id: int, request: gr.Request = None) -> dict:
+        """Stop the running screening early (its answered items are kept); returns the screening state."""
+        return service.abandon_screening(username(request), conversation_id)
 
     @api
     def screening(conversation_id: int, request: gr.Request = None) -> dict:

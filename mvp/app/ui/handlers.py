@@ -188,6 +188,16 @@ class Handlers:
         return messages, ids, choices, summary, table, stage_id
 
     @user_errors
+    def on_abandon_screening(self, cid, request: gr.Request):
+        name = username(request)
+        if cid is None or not self.service.screening_state(name, cid).get("active"):
+            info("这个对话里没有进行中的量表筛查。")
+            return SKIP, SKIP
+        self.service.abandon_screening(name, cid)
+        info("已放弃这次筛查：已回答的题目会保留，之后的消息按普通对话回复。")
+        return self.screening_view(name, cid)
+
+    @user_errors
     def on_fix(self, cid, item_no, score, request: gr.Request):
         name = username(request)
         state = self.service.screening_state(name, cid) if cid is not None else None

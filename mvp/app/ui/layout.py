@@ -62,7 +62,9 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
                             instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
                                                   value=next(iter(service.instruments)), show_label=False, elem_id="instrument")
-                            start_scr = gr.Button("开始筛查", elem_id="start-screening")
+                            with gr.Row():
+                                start_scr = gr.Button("开始筛查", elem_id="start-screening", min_width=80)
+                                abandon_scr = gr.Button("放弃筛查", elem_id="abandon-screening", min_width=80)
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
                         notice = gr.Markdown(elem_id="notice")
@@ -177,6 +179,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             event.then(h.on_screening_refresh, [conv_id], [scr_summary, scr_table], **private).then(
                 h.on_conversations, [conv_id], [conv_list], **private)
         start_scr.click(h.on_start_screening, [conv_id, instrument], [chatbot, msg_ids, target, scr_summary, scr_table, stage], **private)
+        abandon_scr.click(h.on_abandon_screening, [conv_id], [scr_summary, scr_table], **private)
         fix_btn.click(h.on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
         regen_event = regen.click(h.on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
         stop.click(h.on_stop, [conv_id], None, concurrency_limit=None, **private)

@@ -244,7 +244,10 @@ def screening_view(state: dict | None, instruments: dict) -> tuple[str, object]:
     if not state or not state["assessment_id"]:
         return "尚未进行量表筛查。", frame([], SCREENING_COLUMNS)
     inst = instruments[state["instrument"]]
-    status = f"进行中（第 {state['current_item']} 题）" if state["active"] else "已完成"
+    status = f"进行中（第 {state['current_item']} 题）" if state["active"] else (
+        "已放弃" if state.get("status") == "abandoned" else "已完成")
+    if state["active"] and state.get("paused"):
+        status += "，因危机流程暂停"
     summary = (f"**{inst.name}** · {status} · 当前总分 **{state['total']}** / {inst.max_total}"
                f" · {state['band']} · 需复核 {state['needs_review']} 题")
     rows = [[i["item_no"], i["question"], i["answer"], i["score"], METHOD_LABELS.get(i["method"], i["method"]),
