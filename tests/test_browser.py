@@ -285,6 +285,15 @@ def test_workspace_resume_alternatives_compare_and_calm_hints(app, browser):
     page.screenshot(path=str(ARTIFACTS / "compare-in-view.png"))
     page.locator("#choose-tie").click()
     page.wait_for_selector("#compare-box", state="hidden", timeout=30_000)
+
+    # a screening can be started and abandoned (a second start then works)
+    page.locator("#start-screening").click()
+    page.wait_for_function("() => document.querySelector('#screening-summary').innerText.includes('进行中')", timeout=30_000)
+    page.locator("#screening-summary").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "screening-running.png"))
+    page.locator("#abandon-screening").click()
+    page.wait_for_function("() => document.querySelector('#screening-summary').innerText.includes('已放弃')", timeout=30_000)
+    assert rows(db, "SELECT status FROM assessments WHERE conversation_id = ?", (conv,))[0]["status"] == "abandoned"
     assert not errors, errors
     context.close()
 

@@ -90,7 +90,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             scr_table = gr.Dataframe(
                                 headers=render.SCREENING_COLUMNS,
                                 interactive=False, wrap=True, elem_id="screening-items",
-                                column_widths=["7%", "30%", "29%", "8%", "12%", "7%", "7%"],
+                                column_widths=["8%", "28%", "26%", "8%", "12%", "9%", "9%"],
                             )
                             with gr.Row():
                                 fix_item = gr.Number(value=1, label="更正：题号", precision=0, minimum=1, maximum=9, elem_id="fix-item")
@@ -190,7 +190,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         chatbot.like(h.on_like, [msg_ids], None, **private)
         rating_inputs = scores + [tag_box, comment, rewrite]
         target.change(h.on_target, [target], rating_inputs + [rate_status], **private)
-        submit.click(h.on_submit, [target] + rating_inputs, [rate_status], **private)
+        submit.click(h.on_submit, [target] + rating_inputs, [rate_status], **private).then(
+            h.on_conversations, [conv_id], [conv_list], **private)  # its unrated count
         dash_outputs = [counts, per_day, tags_plot, dims_plot, win_plot, activity]
         refresh.click(h.on_dashboard, None, dash_outputs, **private)
         dash_tab.select(h.on_dashboard, None, dash_outputs, **private)  # loads on open
@@ -200,6 +201,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
         review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
         open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
+        regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         del send_event, submit_event, regen_event
 
         check_arguments(demo, register_api(service, model_slots))

@@ -29,7 +29,7 @@ CSS = """
 ROLE_LABELS = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}
 CHOICE_LABELS = {"a": "A 更好", "b": "B 更好", "tie": "差不多", "both_bad": "都不好"}
 METHOD_LABELS = {"rules": "规则", "model": "模型", "model+rules": "模型+规则", "none": "未评分"}  # mvp.assessment.scoring.METHODS
-SCREENING_COLUMNS = ["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"]
+SCREENING_COLUMNS = ["题号", "问题", "回答", "得分", "评分方式", "复核", "更正分"]
 FLAG_COLUMNS = ["时间", "临床人员", "对话", "类别", "被标记的消息", "前一轮", "来源", "状态"]
 SOURCE_LABELS = {"rules": "规则", "model": "模型检查", "assessment": "量表", "manual": "人工", "output_screen": "回复检查",
                  "classifier": "分类器"}
@@ -129,7 +129,7 @@ def conversation_choices(conversations: list[dict], stages, show_owner: bool = F
         parts = [f"#{c['id']}", local_time(c.get("updated_at") or c.get("created_at"), "%m-%d %H:%M")]
         if show_owner:
             parts.append(c["user_name"])
-        parts += [stage_name(stages, c["stage_id"]), f"{c.get('reply_count', 0)} 条回复",
+        parts += [stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}", f"{c.get('reply_count', 0)} 条回复",
                   f"{c.get('unrated_count', 0)} 条未评分"]
         label = " · ".join(parts)
         if c.get("open_flags"):
