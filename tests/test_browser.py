@@ -52,6 +52,7 @@ def login(page, url, user):
     page.get_by_test_id("password").fill(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_selector("#chatbot", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#who').innerText.includes('当前用户')", timeout=30_000)
 
 
 def wait_idle(page):
