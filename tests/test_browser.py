@@ -324,6 +324,16 @@ def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
     reviewed = rows(app.db, "SELECT note, reviewed_by FROM flags WHERE message_id = ?", (crisis,))
     assert reviewed and all(r["note"] == "已与来访者确认安全计划" and r["reviewed_by"] == "boss" for r in reviewed)
     assert rows(app.db, "SELECT COUNT(*) AS n FROM flags WHERE reviewed_at IS NULL")[0]["n"] == open_before - len(reviewed)
+    # reviewed rows stay findable; one opens its conversation in the chat tab
+    page.locator("#flags-all label").click()
+    page.wait_for_function("() => document.querySelector('#flags').innerText.includes('已复核：已与来访者确认安全计划')",
+                           timeout=30_000)
+    page.locator("#flags :text('写好了遗书'):visible").last.click()
+    page.wait_for_function("() => document.querySelector('#flag-picked').innerText.includes('已选择')", timeout=15_000)
+    page.locator("#open-flag").click()
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('写好了遗书')", timeout=30_000)
+    assert f"对话 #{conv}" in page.inner_text("#conv-info")
+    page.screenshot(path=str(ARTIFACTS / "review-opened-conversation.png"))
     page.get_by_role("tab", name="数据看板").click()  # loads on open
     page.wait_for_function("() => document.querySelector('#counts').innerText.includes('模型回复')", timeout=30_000)
     counts = page.inner_text("#counts")
