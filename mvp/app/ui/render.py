@@ -129,8 +129,8 @@ def conversation_choices(conversations: list[dict], stages, show_owner: bool = F
         parts = [f"#{c['id']}", local_time(c.get("updated_at") or c.get("created_at"), "%m-%d %H:%M")]
         if show_owner:
             parts.append(c["user_name"])
-        parts += [stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}", f"{c.get('reply_count', 0)} 条回复",
-                  f"{c.get('unrated_count', 0)} 条未评分"]
+        parts += [f"{c.get('reply_count', 0)} 条回复", f"{c.get('unrated_count', 0)} 条未评分",
+                  stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}"]
         label = " · ".join(parts)
         if c.get("open_flags"):
             label = f"⚠ {label} · 待复核"
@@ -228,8 +228,8 @@ def dashboard_view(data: dict) -> tuple:
     activity.columns = list(ACTIVITY_COLUMNS.values())
     wins = [{**w, "pair": f"{w['pair']}（{w['n']} 次比较，{w['wins_a']}:{w['wins_b']}，平/都不好 {w['ties']}）"}
             for w in data["wins"]]
-    if wins:
-        text += "\n\n**版本对比**：" + "；".join(w["pair"] + f" 胜率 {w['win_rate']:.0%}" for w in wins)
+    text += "\n\n**版本对比**：" + ("；".join(w["pair"] + f" 胜率 {w['win_rate']:.0%}" for w in wins) if wins else
+                                     "尚无不同模型版本之间的盲评（在“对话与评分”中选择“比较对象”即可开始）")
     return (
         text,
         gr.update(value=frame(data["per_day"], ["day", "ratings"]), y_lim=_y_lim(data["per_day"], "ratings")),
