@@ -69,6 +69,9 @@ def test_opening_a_conversation_restores_chat_ratings_alternatives_and_stage(svc
     out = h.on_open(cid, req("wang"))
     conv_id, messages, ids, target, info, stage, *_ = out
     assert conv_id == cid and stage == "assessment"
+    assert f"当前阶段：{svc.stages.get('assessment').name}" in info
+    _, _, line = h.on_stage("intervention", cid, req("wang"))
+    assert svc.stages.get("intervention").name in line and svc.conversation("wang", cid)["stage_id"] == "intervention"
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert svc.stages.get("intake").name in messages[1]["content"]  # the stage that produced the reply
     assert "本轮共 2 条回复" in messages[1]["content"]
@@ -94,6 +97,15 @@ def test_buttons_without_a_conversation_explain_themselves_calmly(svc, monkeypat
     h.on_fill("", 0)
     assert len(said) == 6 and all("还没有对话" in s or "请先" in s or "还没有量表" in s for s in said)
     assert "还没有可评分的回复" in h.on_submit(req("wang"), None, *([None] * len(h.dimensions)), [], "", "")
+
+    # a screening in progress: regenerate, compare and a second start explain themselves too
+    cid = svc.new_conversation("wang")["id"]
+    svc.start_screening("wang", cid, "phq9")
+    said.clear()
+    list(h.on_regen(cid, req("wang")))
+    h.on_compare(cid, 0, req("wang"))
+    h.on_start_screening(cid, "gad7", req("wang"))
+    assert len(said) == 3 and all("放弃筛查" in s for s in said)
 
 
 def test_the_chatbot_clear_icon_starts_a_new_conversation(svc):

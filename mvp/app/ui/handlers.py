@@ -22,6 +22,7 @@ from .common import info, throttled, user_errors, user_errors_stream, username, 
 
 SAME_MODEL = ("同一模型（两次采样）", 0)
 NO_CONVERSATION = "还没有对话：先在下方输入一条来访者消息（或点击“新对话”），再{what}。"
+IN_SCREENING = "量表筛查进行中：请先回答完问题（或点击“放弃筛查”），再{what}。"
 SKIP = gr.update()
 
 
@@ -44,6 +45,10 @@ class Handlers:
     def refresh_view(self, name, cid):
         messages, ids, choices = self.chat_view(name, cid)
         return messages, ids, gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def screening_running(self, name, cid) -> bool:
+        state = self.service.screening_state(name, cid)
+        return bool(state.get("active")) and not state.get("paused")
 
     def conversation_list(self, name, cid=None):
         user = self.service.user(name)
@@ -93,9 +98,12 @@ class Handlers:
     @user_errors
     def on_stage(self, stage_id, cid, request: gr.Request):
         st = self.service.stages.get(stage_id)
-        if cid is not None and self.service.conversation(username(request), cid)["stage_id"] != st.id:
-            self.service.set_stage(username(request), cid, st.id)
-        return st.description, st.instruction
+        if cid is None:
+            return st.description, st.instruction, SKIP
+        conversation = self.service.conversation(username(request), cid)
+        if conversation["stage_id"] != st.id:
+            conversation = self.service.set_stage(username(request), cid, st.id)
+        return st.description, st.instruction, render.conversation_info(self.service.stages, conversation)
 
     @user_errors
     def on_new(self, stage_id, case_id, request: gr.Request):
@@ -153,6 +161,10 @@ class Handlers:
             info(NO_CONVERSATION.format(what="重新生成"))
             yield SKIP, SKIP, SKIP, SKIP
             return
+        if self.screening_running(name, cid):
+            info(IN_SCREENING.format(what="重新生成"))
+            yield SKIP, SKIP, SKIP, SKIP
+            return
         shown, _ = render.to_chatbot(self.service.history(name, cid))
         if shown and shown[-1]["role"] == "assistant":
             shown = shown[:-1]
@@ -180,6 +192,9 @@ class Handlers:
         name = username(request)
         if cid is None:
             info(NO_CONVERSATION.format(what="开始量表筛查"))
+            return (SKIP,) * 6
+        if self.service.screening_state(name, cid).get("active"):
+            info("这个对话里已有进行中的筛查：请先回答完，或点击“放弃筛查”后再开始新的。")
             return (SKIP,) * 6
         self.service.start_screening(name, cid, inst)
         messages, ids, choices = self.refresh_view(name, cid)
@@ -216,6 +231,9 @@ class Handlers:
     def on_compare(self, cid, opp, request: gr.Request):
         if cid is None:
             info(NO_CONVERSATION.format(what="比较两条回复"))
+            return SKIP, SKIP, SKIP, SKIP
+        if self.screening_running(username(request), cid):
+            info(IN_SCREENING.format(what="比较两条回复"))
             return SKIP, SKIP, SKIP, SKIP
         result = self.service.compare(username(request), cid, opp or None)
         return result, result["text_a"], result["text_b"], gr.update(visible=True)

@@ -165,7 +165,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         refresh_audit.click(h.on_audit, None, [audit_table], **private)
         refresh_versions.click(h.on_versions, None, [versions_table], **private)
         export_btn.click(h.on_export, [export_demo], [export_out], **private)
-        stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)
+        stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt, conv_info], **private)
         new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
         new_btn.click(h.on_new, [stage, case], new_outputs, **private)
         chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation

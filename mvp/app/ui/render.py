@@ -155,7 +155,7 @@ def model_banner(info: dict) -> str:
 
 
 def conversation_info(stages, conversation: dict) -> str:
-    info = f"对话 #{conversation['id']} · 开始于阶段：{stages.get(conversation['stage_id']).name}"
+    info = f"对话 #{conversation['id']} · 当前阶段：{stage_name(stages, conversation['stage_id'])}"
     return info + (" · 演示对话（不计入训练数据）" if conversation["is_demo"] else "")
 
 
