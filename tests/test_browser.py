@@ -333,6 +333,7 @@ def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
     page.locator("#open-flag").click()
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('写好了遗书')", timeout=30_000)
     assert f"对话 #{conv}" in page.inner_text("#conv-info")
+    assert f"#{conv}" in page.locator("#conv-list input").input_value()  # the list shows which one is open
     page.screenshot(path=str(ARTIFACTS / "review-opened-conversation.png"))
     page.get_by_role("tab", name="数据看板").click()  # loads on open
     page.wait_for_function("() => document.querySelector('#counts').innerText.includes('模型回复')", timeout=30_000)

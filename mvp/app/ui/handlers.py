@@ -86,14 +86,14 @@ class Handlers:
     def on_open(self, cid, request: gr.Request):
         """Open a conversation from the list: its chat, the ratings dropdown, stage and screening."""
         if not cid:
-            return (SKIP,) * 10
+            return (SKIP,) * 11
         name = username(request)
         conversation = self.service.conversation(name, cid)
         messages, ids, target = self.refresh_view(name, conversation["id"])
         summary, table = self.screening_view(name, conversation["id"])
         info_text = render.conversation_info(self.service.stages, conversation)
         return (conversation["id"], messages, ids, target, info_text, conversation["stage_id"], summary, table,
-                gr.update(visible=False), "")
+                gr.update(visible=False), "", self.conversation_list(name, conversation["id"]))
 
     @user_errors
     def on_stage(self, stage_id, cid, request: gr.Request):
@@ -332,7 +332,7 @@ class Handlers:
         """Open the selected row's conversation in the chat tab."""
         if not row:
             info("请先在表格中点击一行，再打开它的对话。")
-            return (SKIP,) * 11
+            return (SKIP,) * 12
         return (gr.Tabs(selected="chat"), *self.on_open(row["conversation_id"], request))
 
     @user_errors

@@ -169,7 +169,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
         new_btn.click(h.on_new, [stage, case], new_outputs, **private)
         chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
-        open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice]
+        open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice, conv_list]
         conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
