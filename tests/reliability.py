@@ -29,7 +29,7 @@ TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flag
 # Named API endpoints registered by mvp.app.ui.register_api.
 ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/history", "/rate", "/thumb",
              "/compare", "/choose", "/flags", "/review_flag", "/start_screening", "/screening", "/correct_item",
-             "/audit", "/delete_conversation")
+             "/audit", "/delete_conversation", "/conversations", "/review_queue", "/abandon_screening")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.app.ui.user_errors: an exception the service did not expect
 

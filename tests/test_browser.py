@@ -52,6 +52,7 @@ def login(page, url, user):
     page.get_by_test_id("password").fill(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_selector("#chatbot", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#who').innerText.includes('当前用户')", timeout=30_000)
 
 
 def wait_idle(page):
@@ -211,3 +212,134 @@ def test_addresses_in_messages_are_never_fetched_or_linked(app, browser):
         context.close()
         server.shutdown()
     assert hits == [] and not [u for u in requested if u.startswith(base)]
+
+
+def visible_in_viewport(page, selector):
+    return page.evaluate(
+        "(s) => { const r = document.querySelector(s).getBoundingClientRect();"
+        " return r.top >= 0 && r.bottom <= window.innerHeight + 1 && r.height > 0; }", selector)
+
+
+def test_workspace_resume_alternatives_compare_and_calm_hints(app, browser):
+    """A new clinician presses buttons before any conversation (calm hints, no red error), chats,
+    regenerates, reloads the page, reopens the conversation from the list and finds the reply, its
+    alternative and its rating; the compare box opens in view with its four choices in one row."""
+    db = app.db
+    db_rows(db, "SELECT 1")
+    Store(db).add_user("zhao", PASSWORD, "clinician")
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    login(page, app.url, "zhao")
+    page.locator("#regen").click()
+    toast = page.get_by_test_id("toast-body").first
+    toast.wait_for(timeout=15_000)
+    page.wait_for_timeout(600)
+    assert "还没有对话" in toast.inner_text()
+    title = page.evaluate("() => getComputedStyle(document.querySelector('.toast-title'), '::before').content")
+    assert title == '"提示"'
+    assert page.locator(".toast-body.error").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "hint-no-conversation.png"))
+    assert page.locator(".error").count() == 0  # no red error badges over the components
+
+    send(page, db, "今天想聊聊工作上的安排。", 1)
+    conv = rows(db, "SELECT id FROM conversations WHERE user_name = 'zhao'")[0]["id"]
+    first = rows(db, "SELECT id FROM messages WHERE conversation_id = ? AND role = 'assistant'", (conv,))[0]["id"]
+    page.locator("#score-overall label", has_text="3").click()
+    page.locator("#submit-rating").click()
+    page.wait_for_function("() => document.querySelector('#rate-status').innerText.includes('已保存')", timeout=30_000)
+    page.locator("#regen").click()
+    for _ in range(120):
+        if rows(db, "SELECT COUNT(*) AS n FROM messages WHERE conversation_id = ? AND role = 'assistant'", (conv,))[0]["n"] == 2:
+            break
+        page.wait_for_timeout(250)
+    wait_idle(page)
+    page.wait_for_timeout(800)
+
+    page.reload()
+    page.wait_for_selector("#chatbot", timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert "今天想聊聊" not in page.inner_text("#chatbot")
+    page.locator("#conv-list input").click()
+    option = page.get_by_role("option").filter(has_text=f"#{conv}")
+    assert "2 条回复" in option.inner_text() and "1 条未评分" in option.inner_text()
+    option.click()
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('今天想聊聊')", timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert "本轮共 2 条回复" in page.inner_text("#chatbot")
+    page.locator("#rate-target input").click()
+    alt = page.get_by_role("option").filter(has_text="其他回复")
+    assert "已评分" in alt.inner_text()
+    alt.click()
+    page.wait_for_function("() => document.querySelector('#rate-status').innerText.includes('第 1 次评分')", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "resume-conversation.png"), full_page=True)
+    assert rows(db, "SELECT message_id FROM ratings WHERE rater = 'zhao'")[0]["message_id"] == first
+
+    page.locator("#compare").click()
+    page.wait_for_selector("#compare-box", state="visible", timeout=60_000)
+    tops = {round(page.locator(f"#choose-{c}").bounding_box()["y"]) for c in ("a", "b", "tie", "both_bad")}
+    assert len(tops) == 1, tops  # four choices in one row
+    box = page.locator("#compare-box").first.bounding_box()
+    assert box["y"] < page.locator("#screening-panel").first.bounding_box()["y"]  # above the screening panel
+    assert 0 <= box["y"] < 1000 - 200  # in view where the clinician pressed the button: no scrolling
+    page.screenshot(path=str(ARTIFACTS / "compare-in-view.png"))
+    page.locator("#choose-tie").click()
+    page.wait_for_selector("#compare-box", state="hidden", timeout=30_000)
+
+    # a screening can be started and abandoned (a second start then works)
+    page.locator("#start-screening").click()
+    page.wait_for_function("() => document.querySelector('#screening-summary').innerText.includes('进行中')", timeout=30_000)
+    page.locator("#screening-summary").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "screening-running.png"))
+    page.locator("#abandon-screening").click()
+    page.wait_for_function("() => document.querySelector('#screening-summary').innerText.includes('已放弃')", timeout=30_000)
+    assert rows(db, "SELECT status FROM assessments WHERE conversation_id = ?", (conv,))[0]["status"] == "abandoned"
+    assert not errors, errors
+    context.close()
+
+
+def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    store = Store(app.db)
+    conv = store.create_conversation("wang", "intake")
+    store.add_user_message(conv, "上周的事让我很难受。")
+    crisis = store.add_user_message(conv, "我写好了遗书，不想再撑下去了。")
+    store.add_flag(conv, "suicide", ["遗书"], message_id=crisis)
+    store.add_flag(conv, "self_harm", ["撑下去"], message_id=crisis)
+    login(page, app.url, "boss")
+    page.get_by_role("tab", name="安全审查").click()  # no 刷新 needed
+    page.wait_for_function("() => document.querySelector('#flags').innerText.includes('写好了遗书')", timeout=30_000)
+    table = page.inner_text("#flags")
+    assert "自杀风险" in table and "自伤" in table and "wang" in table and "suicide" not in table
+    assert table.count("写好了遗书") == 1  # one row per message, not one per category
+    open_before = rows(app.db, "SELECT COUNT(*) AS n FROM flags WHERE reviewed_at IS NULL")[0]["n"]
+    page.locator("#flags :text('写好了遗书'):visible").last.click()
+    page.wait_for_function("() => document.querySelector('#flag-picked').innerText.includes('已选择')", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+    page.locator("#flag-note textarea").fill("已与来访者确认安全计划")
+    page.locator("#review-btn").click()
+    page.wait_for_function("() => !document.querySelector('#flags').innerText.includes('写好了遗书')", timeout=30_000)
+    reviewed = rows(app.db, "SELECT note, reviewed_by FROM flags WHERE message_id = ?", (crisis,))
+    assert reviewed and all(r["note"] == "已与来访者确认安全计划" and r["reviewed_by"] == "boss" for r in reviewed)
+    assert rows(app.db, "SELECT COUNT(*) AS n FROM flags WHERE reviewed_at IS NULL")[0]["n"] == open_before - len(reviewed)
+    # reviewed rows stay findable; one opens its conversation in the chat tab
+    page.locator("#flags-all label").click()
+    page.wait_for_function("() => document.querySelector('#flags').innerText.includes('已复核：已与来访者确认安全计划')",
+                           timeout=30_000)
+    page.locator("#flags :text('写好了遗书'):visible").last.click()
+    page.wait_for_function("() => document.querySelector('#flag-picked').innerText.includes('已选择')", timeout=15_000)
+    page.locator("#open-flag").click()
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('写好了遗书')", timeout=30_000)
+    assert f"对话 #{conv}" in page.inner_text("#conv-info")
+    assert f"#{conv}" in page.locator("#conv-list input").input_value()  # the list shows which one is open
+    page.screenshot(path=str(ARTIFACTS / "review-opened-conversation.png"))
+    page.get_by_role("tab", name="数据看板").click()  # loads on open
+    page.wait_for_function("() => document.querySelector('#counts').innerText.includes('模型回复')", timeout=30_000)
+    counts = page.inner_text("#counts")
+    n_user = rows(app.db, "SELECT COUNT(*) AS n FROM messages WHERE role = 'user'")[0]["n"]
+    assert f"来访者消息：{n_user}" in counts.replace(" ", "") and "消息：0" not in counts
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-on-open.png"), full_page=True)
+    context.close()

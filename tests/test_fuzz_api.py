@@ -153,15 +153,19 @@ ARGS = {
     "/correct_item": st.tuples(ids("assessment"), st.one_of(st.integers(0, 10), nasty), st.one_of(st.integers(-1, 4), nasty)),
     "/audit": st.tuples(st.one_of(st.integers(-5, 20_000), nasty)),
     "/delete_conversation": st.tuples(ids("throwaway", "foreign_conv")),
+    "/conversations": st.tuples(st.one_of(st.integers(-5, 20_000), nasty)),
+    "/review_queue": st.tuples(st.one_of(st.booleans(), nasty)),
+    "/abandon_screening": st.tuples(ids("throwaway", "foreign_conv")),
 }
-ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit")
+ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit", "/review_queue")
 
 # What an accepted call may change: table -> allowed row-count delta (a set) or a predicate.
 ANY_GROWTH = lambda d: d >= 0  # noqa: E731
 NO_CHANGE: dict = {}
 ACCEPTED_DELTAS = {
     "/stages": NO_CHANGE, "/history": NO_CHANGE, "/flags": NO_CHANGE, "/stop": NO_CHANGE, "/screening": NO_CHANGE,
-    "/audit": NO_CHANGE,
+    "/audit": NO_CHANGE, "/conversations": NO_CHANGE, "/review_queue": NO_CHANGE,
+    "/abandon_screening": {},  # an update only
     "/new_conversation": {"conversations": {1}},
     "/chat": {"messages": {2}, "flags": ANY_GROWTH, "assessment_items": {0, 1}},  # a screening answer: +1 item
     "/regenerate": {"messages": {1}, "flags": ANY_GROWTH},
@@ -177,7 +181,7 @@ ACCEPTED_DELTAS = {
                              "comparisons": lambda d: d <= 0, "flags": lambda d: d <= 0,
                              "assessments": lambda d: d <= 0, "assessment_items": lambda d: d <= 0},
 }
-READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit")
+READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit", "/conversations", "/review_queue")
 
 # Hand-picked edge cases, always tried first (hypothesis' explicit phase), then MAX_EXAMPLES generated.
 C, R = Ref("conv"), Ref("reply")
@@ -209,6 +213,9 @@ EXPLICIT = {
                       [Ref("assessment"), 1, True], [2**63, 1, 1], [Ref("assessment"), "1", 1], [Ref("assessment"), 1, 2]],
     "/audit": [[0], [2**63], ["1"], [None], [math.nan]],
     "/delete_conversation": [[2**63], [Ref("foreign_conv")], [0], ["1"]],
+    "/conversations": [[0], [2**63], ["1"], [None], [math.nan]],
+    "/review_queue": [[math.nan], ["\ud800"], [{"a": 1}]],
+    "/abandon_screening": [[2**63], [Ref("foreign_conv")], [Ref("throwaway")], [None]],
 }
 
 

@@ -11,8 +11,9 @@ screening pauses and the crisis flow (resources, crisis instruction) answers; it
 conversation has an open risk flag, and when it resumes the current question is asked again first. Clinicians can correct any item score; corrections are stored and
 exported as labelled data for the scorer.
 
-The running state (current item, pending follow-up) lives in memory per conversation; answered items
-are in the store as they happen, so a restart loses only the position in an unfinished screening.
+The running state (current item, pending follow-up, paused) is saved in the store after every step
+(`assessments.state`) and cached in memory; after a restart the screening resumes where it was. A
+clinician can abandon a running screening (`abandon_screening`); its answered items are kept.
 """
 
 from __future__ import annotations
@@ -35,24 +36,57 @@ class ScreeningMixin:
         self._paused: set[int] = set()  # conversations whose screening waits for the crisis flow
         self._screening_lock = threading.Lock()
 
+    def _save_screening(self, conversation_id: int) -> None:
+        active = self._screenings.get(conversation_id)
+        if active:
+            self.store.save_screening_state(active[0], active[1].to_dict(), conversation_id in self._paused)
+
     def pause_screening(self, conversation_id: int) -> None:
         """The crisis flow comes first: no answer is scored until the screening resumes."""
-        if conversation_id in self._screenings:
+        if self.active_screening(conversation_id):
             self._paused.add(conversation_id)
+            self._save_screening(conversation_id)
 
     def screening_paused(self, conversation_id: int) -> bool:
+        self.active_screening(conversation_id)
         return conversation_id in self._paused
 
     def active_screening(self, conversation_id: int) -> tuple[int, Screening] | None:
-        return self._screenings.get(conversation_id)
+        """The running screening: from memory, or as saved in the store (after a restart)."""
+        active = self._screenings.get(conversation_id)
+        if active is None:
+            row = self.store.running_assessment(conversation_id)
+            if row is None or not row["state"]:
+                return None
+            try:
+                screening = Screening.from_dict(row["state"], self.instruments)
+            except AssessmentError:
+                return None
+            active = self._screenings.setdefault(conversation_id, (row["id"], screening))
+            if row["paused"]:
+                self._paused.add(conversation_id)
+        return active
+
+    def abandon_screening(self, name: str, conversation_id: int) -> dict:
+        """Stop the running screening early; answered items stay, the conversation continues as chat."""
+        _, conversation = self._conversation(name, conversation_id)
+        with self._screening_lock:
+            active = self.active_screening(conversation["id"])
+            if active is None:
+                raise AssessmentError("这个对话里没有进行中的筛查")
+            assessment_id, screening = active
+            self.store.finish_assessment(assessment_id, screening.total, screening.band, status="abandoned")
+            self._screenings.pop(conversation["id"], None)
+            self._paused.discard(conversation["id"])
+        return self.screening_state(name, conversation["id"])
 
     def start_screening(self, name: str, conversation_id: int, instrument: str) -> dict:
         """Start PHQ-9 or GAD-7 in a conversation; returns the stored reply (intro + first item)."""
         user, conversation = self._conversation(name, conversation_id)
         if not isinstance(instrument, str) or instrument not in self.instruments:
             raise AssessmentError(f"未知的量表 {instrument!r}（可选：{', '.join(self.instruments)}）")
-        if conversation["id"] in self._screenings:
-            raise AssessmentError("这个对话里已有一个进行中的筛查，请先完成或放弃它")
+        if self.active_screening(conversation["id"]):
+            raise AssessmentError("这个对话里已有一个进行中的筛查：请先完成它，或点击“放弃筛查”")
         inst = self.instruments[instrument]
         if conversation["stage_id"] != SCREENING_STAGE and SCREENING_STAGE in self.stages.by_id:
             conversation = self.set_stage(name, conversation["id"], SCREENING_STAGE)
@@ -64,6 +98,7 @@ class ScreeningMixin:
         text = f"{inst.intro}\n\n{screening.next_prompt()}"
         message = self._store_scripted(conversation, client_turn, text, inst.id, 1)
         self._screenings[conversation["id"]] = (assessment_id, screening)
+        self._save_screening(conversation["id"])
         return {"assessment_id": assessment_id, "message_id": message["id"], "text": text,
                 "screening": self.screening_state(name, conversation["id"])}
 
@@ -83,9 +118,10 @@ class ScreeningMixin:
     def _screening_turn(self, conversation: dict, user_message_id: int, text: str, detection) -> dict:
         """Score a client answer, store it, and store the next counsellor question."""
         with self._screening_lock:
-            assessment_id, screening = self._screenings[conversation["id"]]
+            assessment_id, screening = self.active_screening(conversation["id"])
             if conversation["id"] in self._paused:  # back from the crisis flow: ask the question again
                 self._paused.discard(conversation["id"])
+                self._save_screening(conversation["id"])
                 return self._store_scripted(conversation, user_message_id,
                                             f"谢谢你愿意继续。我们回到刚才的问卷：\n\n{screening.next_prompt()}",
                                             screening.instrument.id, screening.current_item)
@@ -104,6 +140,8 @@ class ScreeningMixin:
                 reply = f"{reply}\n\n（{screening.instrument.name}总分 {screening.total}，{screening.band}）"
                 self.store.finish_assessment(assessment_id, screening.total, screening.band)
                 del self._screenings[conversation["id"]]
+            else:
+                self._save_screening(conversation["id"])
         safety_info = None
         if risk:
             categories = detection.categories if detection is not None and detection.is_crisis else ("suicide",)
@@ -122,7 +160,7 @@ class ScreeningMixin:
     def screening_state(self, name: str, conversation_id: int) -> dict:
         """The side panel: every item (question, answer, score, how it was scored), total, band."""
         _, conversation = self._conversation(name, conversation_id)
-        active = self._screenings.get(conversation["id"])
+        active = self.active_screening(conversation["id"])
         assessments = self.store.list_assessments(conversation["id"])
         if not assessments:
             return {"assessment_id": None, "active": False, "items": [], "total": 0, "band": ""}
@@ -133,6 +171,7 @@ class ScreeningMixin:
         return {
             "assessment_id": latest["id"],
             "instrument": latest["instrument"],
+            "status": latest["status"],
             "active": active is not None and active[0] == latest["id"],
             "paused": conversation["id"] in self._paused,
             "current_item": active[1].current_item if active else None,
@@ -150,7 +189,8 @@ class ScreeningMixin:
         assessment = self.store.get_assessment(assessment_id)
         self._conversation(name, assessment["conversation_id"])
         self.store.correct_item(assessment["id"], item_no, score, user["name"])
-        active = self._screenings.get(assessment["conversation_id"])
+        active = self.active_screening(assessment["conversation_id"])
         if active and active[0] == assessment["id"]:
             active[1].correct(item_no, score)
+            self._save_screening(assessment["conversation_id"])
         return self.screening_state(name, assessment["conversation_id"])

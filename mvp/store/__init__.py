@@ -33,7 +33,7 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                list_model_versions(); set_model_version_metrics(id, metrics)
   conversations create_conversation(user, stage_id, model_version_id=None, is_demo=False,
                case_id=None, title=None) -> id; get_conversation(id); list_conversations(user=None,
-               limit=50, offset=0, include_demo=True); set_stage(id, stage_id); set_title(id, title);
+               limit=50, offset=0, include_demo=True) (with reply_count, unrated_count, open_flags); set_stage(id, stage_id); set_title(id, title);
                delete_conversation(id, by_user) -> {"conversation_id", "messages_deleted"}
   messages     add_user_message(conversation_id, content, stage_id=None) -> id;
                add_assistant_message(conversation_id, parent_id, content, stage_id=None,
@@ -57,7 +57,8 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                item_no, question, answer, score, method, needs_review=False, message_id=None);
                correct_item(assessment_id, item_no, clinician_score, corrected_by);
                finish_assessment(assessment_id, total, band, status="finished");
-               get_assessment(id); list_assessments(conversation_id)
+               get_assessment(id); list_assessments(conversation_id);
+               save_screening_state(assessment_id, state, paused=False); running_assessment(conversation_id)
   export       export_snapshot(include_demo=False, include_disabled=False) -> dict of lists;
                export_conversations / export_messages / export_ratings(..., all_revisions=False) /
                export_thumbs / export_comparisons / export_assessment_items

@@ -7,6 +7,7 @@ stored beside the automatic score (it is a rating of the scorer, exported as lab
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -136,6 +137,28 @@ class AssessmentsMixin(StoreBase):
                 " finished_at = COALESCE(finished_at, ?) WHERE id = ?",
                 (status, total, band, utc_now(), assessment_id),
             )
+
+    def save_screening_state(self, assessment_id: int, state: dict | None, paused: bool = False) -> None:
+        """Keep a running screening's position (``Screening.to_dict()``) and whether it waits for the
+        crisis flow, so that a restart resumes it where it was."""
+        assessment_id = check_id(assessment_id, "评估 ID")
+        with self._write() as conn:
+            if self._assessment_row(conn, assessment_id)["status"] != "in_progress":
+                raise ValidationError(f"评估 {assessment_id} 已结束")
+            conn.execute("UPDATE assessments SET state = ?, paused = ? WHERE id = ?",
+                         (None if state is None else json.dumps(state, ensure_ascii=False), int(bool(paused)),
+                          assessment_id))
+
+    def running_assessment(self, conversation_id: int) -> dict[str, Any] | None:
+        """The conversation's screening still in progress (newest), with ``state`` decoded, or None."""
+        conversation_id = check_id(conversation_id, "对话 ID")
+        with self._read() as conn:
+            row = self._row(conn, "SELECT * FROM assessments WHERE conversation_id = ? AND status = 'in_progress'"
+                            " ORDER BY id DESC LIMIT 1", (conversation_id,))
+        if row is not None:
+            row["state"] = json.loads(row["state"]) if row.get("state") else None
+            row["paused"] = bool(row.get("paused"))
+        return row
 
     def get_assessment(self, assessment_id: int) -> dict[str, Any]:
         """The screening with its ``items`` in item order."""

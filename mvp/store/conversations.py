@@ -124,7 +124,7 @@ class ConversationsMixin(StoreBase):
         offset: int = 0,
         include_demo: bool = True,
     ) -> list[dict[str, Any]]:
-        """Most recently updated first, with message and open-flag counts."""
+        """Most recently updated first, with message, open-flag, reply and (by the owner) unrated-reply counts."""
         limit = check_limit(limit)
         offset = check_non_negative_int(offset, "偏移量")
         where, params = ["1 = 1"], []
@@ -138,7 +138,10 @@ class ConversationsMixin(StoreBase):
             " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id"
             "  AND m.role != 'system-notice') AS message_count,"
             " (SELECT COUNT(*) FROM flags f WHERE f.conversation_id = c.id"
-            "  AND f.reviewed_at IS NULL) AS open_flags"
+            "  AND f.reviewed_at IS NULL) AS open_flags,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'assistant') AS reply_count,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'assistant' AND NOT EXISTS"
+            "  (SELECT 1 FROM ratings r WHERE r.message_id = m.id AND r.rater = c.user_name)) AS unrated_count"
             f" FROM conversations c WHERE {' AND '.join(where)}"
             " ORDER BY c.updated_at DESC, c.id DESC LIMIT ? OFFSET ?"
         )

@@ -288,6 +288,14 @@ MIGRATIONS += (
             "ALTER TABLE deletion_log ADD COLUMN flags TEXT NOT NULL DEFAULT '[]'",
         ),
     ),
+    Migration(
+        9,
+        "assessments.state, .paused: a running screening's position, so a restart loses nothing",
+        (
+            "ALTER TABLE assessments ADD COLUMN state TEXT",
+            "ALTER TABLE assessments ADD COLUMN paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1))",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -20,6 +20,45 @@ class AdminMixin(ServiceBase):
         self.store.mark_flag_reviewed(flag_id, name, note=note)
         self.store.add_audit(name, "flag_reviewed", flag_id, {"note_chars": len(note or "")})
 
+    def review_queue(self, name: str, include_reviewed: bool = False) -> list[dict]:
+        """Admin: one row per flagged message (its flags merged), newest first, with the message text
+        and the turn before it: ``flag_ids``, ``conversation_id``, ``message_id``, ``user_name``,
+        ``categories``, ``sources``, ``message``, ``previous``, ``created_at``, ``reviewed``, ``notes``."""
+        rows: dict[tuple, dict] = {}
+        for f in self.flags(name, include_reviewed=include_reviewed):
+            key = (f["conversation_id"], f["message_id"] or -f["id"])
+            row = rows.setdefault(key, {
+                "flag_ids": [], "conversation_id": f["conversation_id"], "message_id": f["message_id"],
+                "user_name": f.get("user_name"), "categories": [], "sources": [], "evidence": [],
+                "message": f.get("message_content") or "", "message_role": f.get("message_role"),
+                "previous": "", "created_at": f["created_at"], "reviewed": True, "notes": [],
+            })
+            row["flag_ids"].append(f["id"])
+            for c in f.get("categories") or [f["category"]]:
+                if c not in row["categories"]:
+                    row["categories"].append(c)
+            if f["source"] not in row["sources"]:
+                row["sources"].append(f["source"])
+            row["evidence"] += [str(e) for e in (f.get("evidence") or []) if str(e) not in row["evidence"]]
+            row["reviewed"] = row["reviewed"] and bool(f.get("reviewed_at"))
+            if f.get("note"):
+                row["notes"].append(f["note"])
+        for row in rows.values():
+            if row["message_id"]:
+                parent = self.store.get_message(row["message_id"]).get("parent_id")
+                row["previous"] = self.store.get_message(parent)["content"] if parent else ""
+        return list(rows.values())
+
+    def review_flags(self, name: str, flag_ids: list[int], note: str | None = None) -> int:
+        """Admin: mark every still-open flag of one queue row reviewed; returns how many were marked."""
+        open_ids = {f["id"] for f in self.flags(name)}
+        marked = [int(i) for i in flag_ids if int(i) in open_ids]
+        if not marked:
+            raise ServiceError("这一行已经复核过了")
+        for flag_id in marked:
+            self.review_flag(name, flag_id, note)
+        return len(marked)
+
     def dashboard(self, name: str) -> dict:
         """Figures for the admin dashboard as plain rows."""
         self.require_admin(name)
@@ -28,7 +67,8 @@ class AdminMixin(ServiceBase):
             {"dimension": r["dimension_label"], "mean": r["mean"], "version": r["label"] or f"版本 {r['model_version_id']}"}
             for r in store.mean_scores_by_version()
         ]
-        wins = [{"pair": r["pair"], "win_rate": r["win_rate_a"] or 0.0} for r in store.win_rates()]
+        wins = [{"pair": r["pair"], "win_rate": r["win_rate_a"] or 0.0, "n": r["n"], "wins_a": r["wins_a"],
+                 "wins_b": r["wins_b"], "ties": r["ties"] + r["both_bad"]} for r in store.win_rates()]
         return {
             "counts": store.summary_counts(),
             "per_day": store.ratings_per_day(),

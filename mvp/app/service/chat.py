@@ -48,6 +48,28 @@ class ChatMixin(ServiceBase):
         self.store.set_stage(conversation["id"], stage.id)
         return self.store.get_conversation(conversation["id"])
 
+    def conversation(self, name: str, conversation_id: int) -> dict:
+        """One conversation, if this account may see it (its owner or an admin)."""
+        return self._conversation(name, conversation_id)[1]
+
+    def conversations(self, name: str, limit: int = 100) -> list[dict]:
+        """The account's conversations (an admin's: everyone's), most recently active first, each with
+        ``reply_count``, ``unrated_count`` (replies its owner has not rated) and ``open_flags``."""
+        user = self.user(name)
+        owner = None if user["role"] == "admin" else user["name"]
+        return self.store.list_conversations(user=owner, limit=limit)
+
+    def rated_ids(self, name: str, conversation_id: int) -> set[int]:
+        """Ids of the replies in this conversation that this account has rated."""
+        user, conversation = self._conversation(name, conversation_id)
+        rows = self.store.latest_ratings(conversation_id=conversation["id"], rater=user["name"])
+        return {r["message_id"] for r in rows}
+
+    def alternatives(self, name: str, message_id: int) -> list[dict]:
+        """Every reply to the same client turn as this one (itself included), oldest first."""
+        self._message(name, message_id)
+        return self.store.list_alternatives(message_id)
+
     def history(self, name: str, conversation_id: int) -> list[dict]:
         self._conversation(name, conversation_id)
         return self.store.get_history(conversation_id)

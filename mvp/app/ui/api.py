@@ -1,6 +1,6 @@
-"""The named API endpoints for gradio_client (`/new_conversation`, `/chat`, `/regenerate`, `/stop`,
-`/rate`, `/thumb`, `/compare`, `/choose`, `/history`, `/stages`, `/start_screening`, `/screening`,
-`/correct_item`, `/flags`, `/review_flag`, `/audit`, `/delete_conversation`).
+"""The named API endpoints for gradio_client (`/new_conversation`, `/conversations`, `/chat`, `/regenerate`, `/stop`,
+`/rate`, `/thumb`, `/compare`, `/choose`, `/history`, `/stages`, `/start_screening`, `/abandon_screening`, `/screening`,
+`/correct_item`, `/flags`, `/review_queue`, `/review_flag`, `/audit`, `/delete_conversation`).
 
 Each calls the same service method as the UI, with the logged-in user. `/rate` takes one argument
 per dimension of config/rating.yaml (its signature is built from the settings, so a new dimension
@@ -86,6 +86,12 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
         """Start a conversation in a stage (empty: the first stage), optionally from a sample case."""
         return service.new_conversation(username(request), stage_id or None, case_id or None)
 
+    @api
+    def conversations(limit: int = 100, request: gr.Request = None) -> list:
+        """Your conversations (an admin's: everyone's), most recently active first, each with
+        stage_id, model_version_id, reply_count, unrated_count, open_flags, created_at, updated_at."""
+        return service.conversations(username(request), limit)
+
     @api_stream
     def chat(conversation_id: int, message: str, stage_id: str = "", request: gr.Request = None) -> dict:
         """Send a client message; streams {"text", "done", "message_id", "user_message_id", "notices", ...}."""
@@ -132,6 +138,11 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
         return service.flags(username(request), include_reviewed=bool(include_reviewed))
 
     @api
+    def review_queue(include_reviewed: bool = False, request: gr.Request = None) -> list:
+        """Admin: one row per flagged message with its text, the turn before it, categories, flag_ids."""
+        return service.review_queue(username(request), include_reviewed=bool(include_reviewed))
+
+    @api
     def review_flag(flag_id: int, note: str = "", request: gr.Request = None) -> bool:
         """Admin: mark a flag reviewed."""
         service.review_flag(username(request), flag_id, note or None)
@@ -142,6 +153,11 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
         """Start PHQ-9 (phq9) or GAD-7 (gad7): the reply is the introduction and the first item;
         each later /chat message is an answer, scored and followed by the next item."""
         return service.start_screening(username(request), conversation_id, instrument)
+
+    @api
+    def abandon_screening(conversation_id: int, request: gr.Request = None) -> dict:
+        """Stop the running screening early (its answered items are kept); returns the screening state."""
+        return service.abandon_screening(username(request), conversation_id)
 
     @api
     def screening(conversation_id: int, request: gr.Request = None) -> dict:

@@ -12,22 +12,35 @@ import gradio as gr
 
 from mvp.app.service import USER_ERRORS
 
+from .render import TOAST_TITLES
+
 log = logging.getLogger("mvp.app")
 
 STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update costs the server time
 INTERNAL_ERROR = "内部错误（{kind}），请重试或联系管理员"
+# Toast titles: passed to Gradio, and shown by render.CSS (Gradio 6.31 shows the English type instead).
+ERROR_TITLE, INFO_TITLE, WARNING_TITLE = TOAST_TITLES["error"], TOAST_TITLES["info"], TOAST_TITLES["warning"]
+
+
+def info(message: str) -> None:
+    """A calm toast with a Chinese title: a normal situation (nothing to act on yet, saved, ...)."""
+    gr.Info(message, title=INFO_TITLE)
+
+
+def warning(message: str) -> None:
+    gr.Warning(message, title=WARNING_TITLE)
 
 
 def _user(fn, exc: Exception) -> gr.Error:
     # An ordinary user error: one log line, no traceback (gr.Error prints one unless told not to).
     log.info("user error in %s: %s", getattr(fn, "__name__", "?"), exc)
-    return gr.Error(str(exc), print_exception=False)
+    return gr.Error(str(exc), print_exception=False, title=ERROR_TITLE)
 
 
 def _internal(exc: Exception) -> gr.Error:
     # A real fault: the traceback goes to the server log, the page gets the kind of error only.
     log.exception("unexpected error in a request")
-    return gr.Error(INTERNAL_ERROR.format(kind=type(exc).__name__))
+    return gr.Error(INTERNAL_ERROR.format(kind=type(exc).__name__), title=ERROR_TITLE)
 
 
 def user_errors(fn):
@@ -39,6 +52,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except gr.Error as exc:
             exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
+            exc.title = ERROR_TITLE if exc.title == "Error" else exc.title
             raise
         except USER_ERRORS as exc:
             raise _user(fn, exc) from None
@@ -55,6 +69,7 @@ def user_errors_stream(fn):
             yield from fn(*args, **kwargs)
         except gr.Error as exc:
             exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
+            exc.title = ERROR_TITLE if exc.title == "Error" else exc.title
             raise
         except USER_ERRORS as exc:
             raise _user(fn, exc) from None

@@ -45,7 +45,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         cmp_state = gr.State({})
         case_pos = gr.State(0)
 
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("对话与评分", id="chat"):
                 with gr.Row():
                     with gr.Column(scale=1, min_width=230):
@@ -54,13 +54,17 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                         with gr.Accordion("本阶段的系统提示（模型看到的指令）", open=False):
                             stage_prompt = gr.Textbox(stages.default.instruction, show_label=False, interactive=False, lines=8, elem_id="stage-prompt")
                         case = gr.Dropdown([("（不使用）", "")] + [(c.title, c.id) for c in cases], value="", label="示例个案（可选，用于快速演示）", elem_id="case")
-                        new_btn = gr.Button("开始新对话", variant="primary", elem_id="new")
+                        new_btn = gr.Button("＋ 新对话", variant="primary", elem_id="new")
                         conv_info = gr.Markdown("尚未开始对话：直接输入消息也会自动开始。", elem_id="conv-info")
+                        conv_list = gr.Dropdown([], value=None, label="我的对话（最近的在前）", elem_id="conv-list",
+                                                info="选择一条以继续对话、查看和补评它的回复")
                         with gr.Group():
                             gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
                             instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
                                                   value=next(iter(service.instruments)), show_label=False, elem_id="instrument")
-                            start_scr = gr.Button("开始筛查", elem_id="start-screening")
+                            with gr.Row():
+                                start_scr = gr.Button("开始筛查", elem_id="start-screening", min_width=80)
+                                abandon_scr = gr.Button("放弃筛查", elem_id="abandon-screening", min_width=80)
                     with gr.Column(scale=3):
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
                         notice = gr.Markdown(elem_id="notice")
@@ -72,25 +76,26 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             regen = gr.Button("重新生成", elem_id="regen")
                             compare = gr.Button("比较两条回复", elem_id="compare")
                             fill = gr.Button("填入个案下一句", elem_id="fill")
+                        opponent = gr.Dropdown([SAME_MODEL], value=0, label="比较对象（盲评，不显示来源）", elem_id="opponent")
+                        with gr.Group(visible=False, elem_id="compare-box") as compare_box:
+                            gr.Markdown("**哪条回复更好？**（顺序随机，来源隐藏；选中的回复会继续对话）")
+                            with gr.Row():
+                                text_a = gr.Textbox(label="回复 A", interactive=False, lines=6, max_lines=30, elem_id="cmp-a")
+                                text_b = gr.Textbox(label="回复 B", interactive=False, lines=6, max_lines=30, elem_id="cmp-b")
+                            with gr.Row(elem_id="cmp-choices"):
+                                choice_btns = {c: gr.Button(label, min_width=60, scale=1, elem_id=f"choose-{c}")
+                                               for c, label in render.CHOICE_LABELS.items()}
                         with gr.Group(elem_id="screening-panel"):
                             scr_summary = gr.Markdown("尚未进行量表筛查。", elem_id="screening-summary")
                             scr_table = gr.Dataframe(
                                 headers=render.SCREENING_COLUMNS,
                                 interactive=False, wrap=True, elem_id="screening-items",
-                                column_widths=["7%", "30%", "29%", "8%", "12%", "7%", "7%"],
+                                column_widths=["8%", "28%", "26%", "8%", "12%", "9%", "9%"],
                             )
                             with gr.Row():
                                 fix_item = gr.Number(value=1, label="更正：题号", precision=0, minimum=1, maximum=9, elem_id="fix-item")
                                 fix_score = gr.Radio([0, 1, 2, 3], label="正确得分（0-3）", elem_id="fix-score")
                                 fix_btn = gr.Button("保存更正", elem_id="fix-btn")
-                        opponent = gr.Dropdown([SAME_MODEL], value=0, label="比较对象（盲评，不显示来源）", elem_id="opponent")
-                        with gr.Group(visible=False, elem_id="compare-box") as compare_box:
-                            gr.Markdown("**哪条回复更好？**（顺序随机，来源隐藏；选中的回复会继续对话）")
-                            with gr.Row():
-                                text_a = gr.Textbox(label="回复 A", interactive=False, lines=6, elem_id="cmp-a")
-                                text_b = gr.Textbox(label="回复 B", interactive=False, lines=6, elem_id="cmp-b")
-                            with gr.Row():
-                                choice_btns = {c: gr.Button(label, elem_id=f"choose-{c}") for c, label in render.CHOICE_LABELS.items()}
                     with gr.Column(scale=2, min_width=280):
                         gr.Markdown("### 详细评分")
                         target = gr.Dropdown([], label="要评分的回复（可选任意一条）", elem_id="rate-target")
@@ -105,24 +110,36 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                         rate_status = gr.Markdown(elem_id="rate-status")
 
             with gr.Tab("数据看板", id="dashboard", visible=False) as dash_tab:
-                refresh = gr.Button("刷新", elem_id="refresh-dashboard")
+                refresh = gr.Button("刷新", elem_id="refresh-dashboard", size="sm")
                 counts = gr.Markdown(elem_id="counts")
                 with gr.Row():
-                    per_day = gr.BarPlot(x="day", y="ratings", title="每日评分数", elem_id="plot-per-day")
-                    tags_plot = gr.BarPlot(x="tag", y="count", title="标签频次", elem_id="plot-tags")
+                    per_day = gr.BarPlot(x="day", y="ratings", title="每日评分数", x_title="日期", y_title="评分数",
+                                         elem_id="plot-per-day")
+                    tags_plot = gr.BarPlot(x="tag", y="count", title="标签频次", x_title="标签", y_title="次数", elem_id="plot-tags")
                 with gr.Row():
-                    dims_plot = gr.BarPlot(x="dimension", y="mean", color="version", title="各模型版本各维度平均分", elem_id="plot-dims")
-                    win_plot = gr.BarPlot(x="pair", y="win_rate", title="版本对比胜率", elem_id="plot-win")
+                    dims_plot = gr.BarPlot(x="dimension", y="mean", color="version", title="各模型版本各维度平均分",
+                                           x_title="维度", y_title="平均分（1-5）", color_title="模型版本", elem_id="plot-dims")
+                    win_plot = gr.BarPlot(x="pair", y="win_rate", title="版本对比胜率（前者胜出的比例）", x_title="版本对（比较次数）",
+                                          y_title="胜率", tooltip=["pair", "win_rate", "n"], elem_id="plot-win")
                 activity = gr.Dataframe(label="各临床人员：对话数、已评分回复、未评分回复", elem_id="activity")
 
             with gr.Tab("安全审查", id="review", visible=False) as review_tab:
-                gr.Markdown("触发危机识别或回复安全检查的对话。复核后标记为已处理。")
-                flags_table = gr.Dataframe(elem_id="flags", wrap=True)
+                gr.Markdown("触发危机识别或回复安全检查的消息，每条消息一行（最新的在前）。点击一行选择它，"
+                            "可打开这段对话，或写下复核备注后标记为已复核。")
                 with gr.Row():
-                    flag_id = gr.Number(label="标记 ID", precision=0, elem_id="flag-id")
-                    flag_note = gr.Textbox(label="复核备注", elem_id="flag-note")
-                    review_btn = gr.Button("标记为已复核", elem_id="review-btn")
-                refresh_flags = gr.Button("刷新", elem_id="refresh-flags")
+                    flags_all = gr.Checkbox(label="也显示已复核的", value=False, elem_id="flags-all")
+                    flag_cat = gr.Dropdown([("全部类别", "")] + [(render.category_name(c), c) for c in render.REVIEW_CATEGORIES],
+                                           value="", label="类别", elem_id="flag-cat")
+                    refresh_flags = gr.Button("刷新", elem_id="refresh-flags", size="sm")
+                flags_table = gr.Dataframe(headers=render.FLAG_COLUMNS, elem_id="flags", wrap=True, interactive=False,
+                                           column_widths=["11%", "8%", "6%", "12%", "30%", "18%", "7%", "8%"])
+                queue_rows = gr.State([])
+                picked = gr.State(None)
+                picked_info = gr.Markdown("点击表格中的一行以选择它。", elem_id="flag-picked")
+                with gr.Row():
+                    flag_note = gr.Textbox(label="复核备注（可选）", scale=3, elem_id="flag-note")
+                    review_btn = gr.Button("标记所选为已复核", variant="primary", scale=1, elem_id="review-btn")
+                    open_flag = gr.Button("打开这段对话", scale=1, elem_id="open-flag")
 
             with gr.Tab("模型版本与导出", id="versions", visible=False) as versions_tab:
                 gr.Markdown("已登记的模型版本（`train.pipeline` 训练后自动登记）。在“对话与评分”中选择“比较对象”即可对两个版本做盲评。")
@@ -144,32 +161,47 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
 
         # -- wiring --------------------------------------------------------------------------------
         private = {"api_visibility": "undocumented"}
-        demo.load(h.on_load, None, [who, dash_tab, review_tab, versions_tab, audit_tab, opponent], **private)
+        demo.load(h.on_load, None, [who, dash_tab, review_tab, versions_tab, audit_tab, opponent, conv_list], **private)
         refresh_audit.click(h.on_audit, None, [audit_table], **private)
         refresh_versions.click(h.on_versions, None, [versions_table], **private)
         export_btn.click(h.on_export, [export_demo], [export_out], **private)
-        stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt], **private)
-        new_btn.click(h.on_new, [stage, case], [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice], **private)
+        stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt, conv_info], **private)
+        new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
+        new_btn.click(h.on_new, [stage, case], new_outputs, **private)
+        chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
+        open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice, conv_list]
+        conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         send_event = send.click(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         submit_event = msg.submit(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         for event in (send_event, submit_event):
-            event.then(h.on_screening_refresh, [conv_id], [scr_summary, scr_table], **private)
+            event.then(h.on_screening_refresh, [conv_id], [scr_summary, scr_table], **private).then(
+                h.on_conversations, [conv_id], [conv_list], **private)
         start_scr.click(h.on_start_screening, [conv_id, instrument], [chatbot, msg_ids, target, scr_summary, scr_table, stage], **private)
+        abandon_scr.click(h.on_abandon_screening, [conv_id], [scr_summary, scr_table], **private)
         fix_btn.click(h.on_fix, [conv_id, fix_item, fix_score], [scr_summary, scr_table], **private)
         regen_event = regen.click(h.on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
         stop.click(h.on_stop, [conv_id], None, concurrency_limit=None, **private)
-        compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model", concurrency_limit=model_slots, **private)
+        compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model",
+                      concurrency_limit=model_slots, **private).success(None, js=render.SHOW_COMPARE_JS, **private)
         for c, btn in choice_btns.items():
             btn.click(h.make_choose(c), [cmp_state, conv_id], [cmp_state, compare_box, chatbot, msg_ids, target, notice], **private)
         chatbot.like(h.on_like, [msg_ids], None, **private)
         rating_inputs = scores + [tag_box, comment, rewrite]
         target.change(h.on_target, [target], rating_inputs + [rate_status], **private)
-        submit.click(h.on_submit, [target] + rating_inputs, [rate_status], **private)
-        refresh.click(h.on_dashboard, None, [counts, per_day, tags_plot, dims_plot, win_plot, activity], **private)
-        refresh_flags.click(h.on_flags, None, [flags_table], **private)
-        review_btn.click(h.on_review, [flag_id, flag_note], [flags_table], **private)
+        submit.click(h.on_submit, [target] + rating_inputs, [rate_status], **private).then(
+            h.on_conversations, [conv_id], [conv_list], **private)  # its unrated count
+        dash_outputs = [counts, per_day, tags_plot, dims_plot, win_plot, activity]
+        refresh.click(h.on_dashboard, None, dash_outputs, **private)
+        dash_tab.select(h.on_dashboard, None, dash_outputs, **private)  # loads on open
+        queue_inputs, queue_outputs = [flags_all, flag_cat], [flags_table, queue_rows, picked, picked_info]
+        for trigger in (refresh_flags.click, review_tab.select, flags_all.input, flag_cat.input):
+            trigger(h.on_flags, queue_inputs, queue_outputs, **private)
+        flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
+        review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
+        open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
+        regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         del send_event, submit_event, regen_event
 
         check_arguments(demo, register_api(service, model_slots))

@@ -5,6 +5,9 @@ every table (flags, versions, dashboard, screening) built from the service's pla
 from __future__ import annotations
 
 import html
+import os
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from mvp import safety
 
@@ -12,19 +15,30 @@ DISCLAIMER = (
     "**注意**：研究演示系统，不是医疗或心理咨询服务。回复由语言模型生成，可能不准确；"
     "如遇危机，请拨打 120 / 110 或心理援助热线 12356。"
 )
+# The compare box opens below the buttons: bring it (both replies and the four choices) into view.
+SHOW_COMPARE_JS = "() => { const b = document.querySelector('#compare-box'); if (b) b.scrollIntoView({block: 'center'}); }"
+TOAST_TITLES = {"info": "提示", "warning": "注意", "error": "无法完成", "success": "完成"}
 CSS = """
 #disclaimer {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;}
 #disclaimer p {margin:0;color:#7a4b00;}
 #demo-notice p {color:#8a1c1c;}
-"""
+#cmp-choices button {min-width:60px;}
+""" + "".join(  # Gradio 6.31 titles every toast with its English type ("Info"): show the Chinese one instead
+    f".toast-title.{kind} {{font-size:0 !important;}} .toast-title.{kind}::before {{content:'{title}';font-size:var(--text-md);}}\n"
+    for kind, title in TOAST_TITLES.items())
 ROLE_LABELS = {"admin": "管理员", "clinician": "临床评测", "demo": "演示账号（不能评分）"}
 CHOICE_LABELS = {"a": "A 更好", "b": "B 更好", "tie": "差不多", "both_bad": "都不好"}
-SCREENING_COLUMNS = ["题号", "问题", "回答", "得分", "评分方式", "需复核", "临床更正"]
-FLAG_COLUMNS = ["标记 ID", "对话", "临床人员", "类别", "证据", "来源", "时间"]
+METHOD_LABELS = {"rules": "规则", "model": "模型", "model+rules": "模型+规则", "none": "未评分"}  # mvp.assessment.scoring.METHODS
+SCREENING_COLUMNS = ["题号", "问题", "回答", "得分", "评分方式", "复核", "更正分"]
+FLAG_COLUMNS = ["时间", "临床人员", "对话", "类别", "被标记的消息", "前一轮", "来源", "状态"]
+SOURCE_LABELS = {"rules": "规则", "model": "模型检查", "assessment": "量表", "manual": "人工", "output_screen": "回复检查",
+                 "classifier": "分类器"}
+# Clinicians read times in their own zone (set MVP_TIMEZONE on a server elsewhere); the store keeps UTC.
+TIMEZONE = ZoneInfo(os.environ.get("MVP_TIMEZONE", "Asia/Shanghai"))
 VERSION_COLUMNS = ["ID", "标签", "基座模型", "适配器", "量化", "后端", "父版本", "指标", "登记时间", "正在服务"]
 ACTIVITY_COLUMNS = {"user": "账号", "role": "角色", "conversations": "对话", "rated_messages": "已评分回复",
                     "thumbs": "点赞/踩", "unrated_replies": "未评分回复"}
-COUNT_LABELS = (("conversations", "对话"), ("messages", "消息"), ("rated_replies", "已评分回复"),
+COUNT_LABELS = (("conversations", "对话"), ("user_messages", "来访者消息"), ("replies", "模型回复"), ("rated_replies", "已评分回复"),
                 ("ratings", "评分"), ("comparisons", "比较"), ("open_flags", "待复核标记"))
 
 # Markdown that would make the viewer's browser fetch or open something: images and links. Their
@@ -46,8 +60,26 @@ def frame(rows, columns):
     return pd.DataFrame(rows, columns=columns)
 
 
-def to_chatbot(history: list[dict]) -> tuple[list[dict], list[int | None]]:
-    """Store history -> (Chatbot messages, the message id of each one)."""
+def local_time(iso: str | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """A stored UTC ISO timestamp in the clinicians' time zone."""
+    if not iso:
+        return ""
+    try:
+        return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone(TIMEZONE).strftime(fmt)
+    except ValueError:
+        return str(iso)
+
+
+def stage_name(stages, stage_id) -> str:
+    try:
+        return stages.get(stage_id).name
+    except Exception:  # noqa: BLE001 - a stage removed from the settings: show its id
+        return str(stage_id or "")
+
+
+def to_chatbot(history: list[dict], stages=None, alternatives: dict | None = None) -> tuple[list[dict], list[int | None]]:
+    """Store history -> (Chatbot messages, the message id of each one). With ``stages``, each reply
+    carries a small line with the stage that produced it (and how many versions its turn has)."""
     messages, ids = [], []
     for m in history:
         if m["role"] not in ("user", "assistant"):
@@ -55,21 +87,57 @@ def to_chatbot(history: list[dict]) -> tuple[list[dict], list[int | None]]:
         content = show(m["content"])
         if m["role"] == "assistant" and m.get("status") == "interrupted":
             content += "\n\n*（已停止生成）*"
+        if m["role"] == "assistant" and stages is not None:
+            n = len((alternatives or {}).get(m["id"], ())) or 1
+            more = f" · 本轮共 {n} 条回复，其他回复可在右侧“要评分的回复”中查看和评分" if n > 1 else ""
+            content += f"\n\n<sub>〔{html.escape(stage_name(stages, m.get('stage_id')))}阶段{more}〕</sub>"
         messages.append({"role": m["role"], "content": content})
         ids.append(m["id"])
     return messages, ids
 
 
-def rate_choices(history: list[dict]) -> list[tuple[str, int]]:
-    """Dropdown entries for every assistant reply on the active path (newest first)."""
+def _snippet(text: str, n: int = 24) -> str:
+    return " ".join((text or "").split())[:n]
+
+
+def rate_choices(history: list[dict], stages=None, alternatives: dict | None = None,
+                 rated: set | None = None) -> list[tuple[str, int]]:
+    """Dropdown entries for every reply (newest first): each reply on the active path, then the other
+    replies of its turn (regenerated or compared ones), each with its stage and whether it is rated."""
     out = []
     n = 0
+    rated = rated or set()
     for m in history:
-        if m["role"] == "assistant":
-            n += 1
-            snippet = " ".join(m["content"].split())[:28]
-            out.append((f"第 {n} 条回复：{snippet}", m["id"]))
+        if m["role"] != "assistant":
+            continue
+        n += 1
+        entries = [(f"第 {n} 条回复", m)]
+        others = [a for a in (alternatives or {}).get(m["id"], ()) if a["id"] != m["id"]]
+        entries += [(f"第 {n} 条·其他回复 {k}", a) for k, a in enumerate(others, 1)]
+        for label, r in entries:
+            stage = f"（{stage_name(stages, r.get('stage_id'))}）" if stages is not None else ""
+            mark = " ✓已评分" if r["id"] in rated else ""
+            out.append((f"{label}{stage}{mark}：{_snippet(r['content'])}", r["id"]))
     return list(reversed(out))
+
+
+def conversation_choices(conversations: list[dict], stages, show_owner: bool = False) -> list[tuple[str, int]]:
+    """The conversation list as dropdown entries, newest first: id, when, stage, replies, unrated,
+    an open-flag marker (and the owner, for an admin)."""
+    out = []
+    for c in conversations:
+        parts = [f"#{c['id']}", local_time(c.get("updated_at") or c.get("created_at"), "%m-%d %H:%M")]
+        if show_owner:
+            parts.append(c["user_name"])
+        parts += [f"{c.get('reply_count', 0)} 条回复", f"{c.get('unrated_count', 0)} 条未评分",
+                  stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}"]
+        label = " · ".join(parts)
+        if c.get("open_flags"):
+            label = f"⚠ {label} · 待复核"
+        if c.get("title"):
+            label += f" · {c['title']}"
+        out.append((label, c["id"]))
+    return out
 
 
 def model_banner(info: dict) -> str:
@@ -87,26 +155,36 @@ def model_banner(info: dict) -> str:
 
 
 def conversation_info(stages, conversation: dict) -> str:
-    info = f"对话 #{conversation['id']} · 开始于阶段：{stages.get(conversation['stage_id']).name}"
+    info = f"对话 #{conversation['id']} · 当前阶段：{stage_name(stages, conversation['stage_id'])}"
     return info + (" · 演示对话（不计入训练数据）" if conversation["is_demo"] else "")
+
+
+REVIEW_CATEGORIES = (*safety.CATEGORIES, "review", "unsafe_reply")  # what a flag can carry
 
 
 def category_name(category: str) -> str:
     if category == "unsafe_reply":
         return "回复未通过安全检查"
+    if category == "review":
+        return "检测失败，需人工查看"
     return safety.CATEGORY_NAMES.get(category, category)
 
 
-def flags_frame(flags: list[dict]):
-    """Open flags as a table: id, conversation, clinician, category, evidence, source, time."""
-    rows = []
-    for f in flags:
-        evidence = f.get("evidence")
-        if isinstance(evidence, (list, tuple)):
-            evidence = "；".join(str(e) for e in evidence)
-        rows.append([f["id"], f["conversation_id"], f.get("user_name"), category_name(f["category"]),
-                     str(evidence or "")[:200], f["source"], f["created_at"]])
-    return frame(rows, FLAG_COLUMNS)
+def category_names(categories) -> str:
+    return "、".join(category_name(c) for c in categories)
+
+
+def review_frame(rows: list[dict]):
+    """The review queue (service.review_queue rows) as a table, one row per flagged message."""
+    out = []
+    for r in rows:
+        who = "来访者" if r.get("message_role") == "user" else "模型"
+        message = f"{who}：{_snippet(r['message'], 200)}" if r["message"] else "；".join(r["evidence"])[:200]
+        out.append([local_time(r["created_at"]), r.get("user_name") or "", f"#{r['conversation_id']}",
+                    category_names(r["categories"]), message, _snippet(r.get("previous"), 120),
+                    "、".join(SOURCE_LABELS.get(s, s) for s in r["sources"]),
+                    "已复核" + (f"：{'；'.join(r['notes'])}" if r["notes"] else "") if r["reviewed"] else "待复核"])
+    return frame(out, FLAG_COLUMNS)
 
 
 AUDIT_COLUMNS = ["时间", "操作人", "操作", "对象", "详情"]
@@ -116,7 +194,7 @@ AUDIT_LABELS = {"flag_reviewed": "复核标记", "export": "导出训练数据",
 
 
 def audit_frame(entries: list[dict]):
-    rows = [[e["at"], e["actor"], AUDIT_LABELS.get(e["action"], e["action"]), e.get("target") or "",
+    rows = [[local_time(e["at"]), e["actor"], AUDIT_LABELS.get(e["action"], e["action"]), e.get("target") or "",
              "" if e.get("detail") is None else str(e["detail"])] for e in entries]
     return frame(rows, AUDIT_COLUMNS)
 
@@ -133,18 +211,31 @@ def versions_frame(versions: list[dict]):
     return frame(rows, VERSION_COLUMNS)
 
 
+def _y_lim(rows: list[dict], key: str, floor: float = 1.0) -> list[float]:
+    top = max([float(r.get(key) or 0) for r in rows] + [floor])
+    return [0, top * 1.15]
+
+
 def dashboard_view(data: dict) -> tuple:
-    """The dashboard's headline text and its five tables."""
+    """The dashboard's headline text, its four charts (as updates with a y range that starts at 0,
+    so a single category still draws a bar) and the activity table."""
+    import gradio as gr
+
     c = data["counts"]
     text = "　".join(f"**{label}**：{c.get(key, 0)}" for key, label in COUNT_LABELS)
     activity = frame(data["activity"], list(ACTIVITY_COLUMNS))[list(ACTIVITY_COLUMNS)]
+    activity["role"] = activity["role"].map(lambda r: ROLE_LABELS.get(r, r))
     activity.columns = list(ACTIVITY_COLUMNS.values())
+    wins = [{**w, "pair": f"{w['pair']}（{w['n']} 次比较，{w['wins_a']}:{w['wins_b']}，平/都不好 {w['ties']}）"}
+            for w in data["wins"]]
+    text += "\n\n**版本对比**：" + ("；".join(w["pair"] + f" 胜率 {w['win_rate']:.0%}" for w in wins) if wins else
+                                     "尚无不同模型版本之间的盲评（在“对话与评分”中选择“比较对象”即可开始）")
     return (
         text,
-        frame(data["per_day"], ["day", "ratings"]),
-        frame(data["tags"], ["tag", "count"]),
-        frame(data["dims"], ["dimension", "mean", "version"]),
-        frame(data["wins"], ["pair", "win_rate"]),
+        gr.update(value=frame(data["per_day"], ["day", "ratings"]), y_lim=_y_lim(data["per_day"], "ratings")),
+        gr.update(value=frame(data["tags"], ["tag", "count"]), y_lim=_y_lim(data["tags"], "count")),
+        gr.update(value=frame(data["dims"], ["dimension", "mean", "version"]), y_lim=[0, 5]),
+        gr.update(value=frame(wins, ["pair", "win_rate", "n"]), y_lim=[0, 1]),
         activity,
     )
 
@@ -153,10 +244,13 @@ def screening_view(state: dict | None, instruments: dict) -> tuple[str, object]:
     if not state or not state["assessment_id"]:
         return "尚未进行量表筛查。", frame([], SCREENING_COLUMNS)
     inst = instruments[state["instrument"]]
-    status = f"进行中（第 {state['current_item']} 题）" if state["active"] else "已完成"
+    status = f"进行中（第 {state['current_item']} 题）" if state["active"] else (
+        "已放弃" if state.get("status") == "abandoned" else "已完成")
+    if state["active"] and state.get("paused"):
+        status += "，因危机流程暂停"
     summary = (f"**{inst.name}** · {status} · 当前总分 **{state['total']}** / {inst.max_total}"
                f" · {state['band']} · 需复核 {state['needs_review']} 题")
-    rows = [[i["item_no"], i["question"], i["answer"], i["score"], i["method"],
+    rows = [[i["item_no"], i["question"], i["answer"], i["score"], METHOD_LABELS.get(i["method"], i["method"]),
              "是" if i["needs_review"] else "", i["clinician_score"]] for i in state["items"]]
     return summary, frame(rows, SCREENING_COLUMNS)
 
@@ -182,11 +276,13 @@ def help_text(rating) -> str:
 
 HELP = """
 ### 如何使用
-1. 左侧选择**治疗阶段**（可在对话中途切换，从下一轮起生效），可选一个**示例个案**用于快速演示，点击“开始新对话”。
-2. 以**来访者**的身份输入消息；模型以咨询师身份回复。“停止”可中断生成，“重新生成”会保留之前的回复作为备选。
-3. 每条回复下方可**点赞/点踩**；右侧可对**任意一条**回复做详细评分（{dims}）、选择标签、写评语和“更好的回复”。再次提交即为新版本，以最新为准。
-4. “比较两条回复”会对同一上下文生成两条回复，随机排列、隐藏来源；选择更好的一条，它将继续对话。
-5. 检测到危机内容时，回复开头会先给出求助资源，并自动标记该对话供管理员复核。
+1. 左侧选择**治疗阶段**（可在对话中途切换，从下一轮起生效），可选一个**示例个案**用于快速演示，点击“＋ 新对话”（对话框右上角的清空图标也会开始一段新对话）。
+2. **我的对话**列出你的全部对话（最近的在前，可输入文字筛选）：阶段、模型版本、回复数、未评分数，⚠ 表示有待复核的安全标记。选择一条即可继续对话、查看和补评它的回复。
+3. 以**来访者**的身份输入消息；模型以咨询师身份回复。每条回复下方注明生成它的阶段。“停止”可中断生成；“重新生成”后之前的回复仍保留，在右侧“要评分的回复”中标为“其他回复”，同样可以评分。
+4. 每条回复下方可**点赞/点踩**；右侧可对**任意一条**回复做详细评分（{dims}）、选择标签、写评语和“更好的回复”。再次提交即为新版本，以最新为准；已评分的回复标有“✓已评分”。
+5. “比较两条回复”会对同一上下文生成两条回复，随机排列、隐藏来源；选择更好的一条，它将继续对话。
+6. **量表筛查**（PHQ-9 / GAD-7）的进度随时保存，服务重启后可继续；“放弃筛查”会保留已回答的题目。
+7. 检测到危机内容时，回复开头会先给出求助资源，并自动标记该消息，管理员在“安全审查”中逐条复核。
 
 所有评分保存在 `feedback.db`，由 `train/` 转换为下一轮模型的训练数据。
 """
