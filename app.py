@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         app_kwargs={"middleware": [security_middleware(config, store)]},
         server_name=config.host,
         server_port=config.port,
-        auth=LoginGuard(store.authenticate).check,
+        auth=LoginGuard(store.authenticate, unlocked_since=store.unlocked_since).check,
         auth_message="心理咨询大模型 MVP（研究演示系统，不是医疗服务）· 请登录；账号由管理员用 python -m mvp.app.users 创建",
         share=config.share,
         root_path=config.root_path or None,

@@ -43,3 +43,22 @@ def test_one_client_guessing_many_accounts_is_throttled():
 
     results = asyncio.run(attempts())
     assert not any(results[:-1]) and results[-1] is True
+
+
+def test_an_admin_unlock_lifts_the_lock_at_once(tmp_path):
+    from mvp.app import users as users_cli
+    from mvp.store import Store, passwords
+
+    passwords.SCRYPT_N, old = 2**10, passwords.SCRYPT_N
+    try:
+        store = Store(tmp_path / "feedback.db")
+        store.add_user("wang", "right-password", "clinician")
+        guard = LoginGuard(store.authenticate, unlocked_since=store.unlocked_since)
+        assert not any(guard("wang", f"guess-{i}") for i in range(30))
+        assert guard("wang", "right-password") is False  # locked
+        assert users_cli.main(["--db", str(tmp_path / "feedback.db"), "unlock", "wang"]) == 0
+        assert guard("wang", "right-password") is True  # lifted without waiting LOCK_S
+        assert store.list_audit()[0]["action"] == "account_unlocked"
+        assert users_cli.main(["--db", str(tmp_path / "feedback.db"), "unlock", "nobody"]) == 1
+    finally:
+        passwords.SCRYPT_N = old

@@ -98,7 +98,7 @@ def test_every_flag_has_help_and_there_is_no_password_flag() -> None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             parsers.extend(action.choices.values())
-    assert {p.prog.split()[-1] for p in parsers[1:]} == {"add", "list", "disable", "enable", "passwd", "purge"}
+    assert {p.prog.split()[-1] for p in parsers[1:]} == {"add", "list", "disable", "enable", "passwd", "purge", "unlock"}
     for p in parsers:
         for action in p._actions:
             if not isinstance(action, argparse._SubParsersAction):

@@ -10,7 +10,9 @@ Throttling: after ``MAX_FAILURES`` wrong passwords for one account within ``WIND
 locked for ``LOCK_S`` (the right password is refused too, without hashing); one client address
 with ``MAX_CLIENT_FAILURES`` failures within the window is refused the same way. Other accounts
 and clients log in normally. Every failed and successful login is logged with the account name,
-never the password. Locks live in memory: restarting the app lifts them.
+never the password. Locks live in memory: restarting the app lifts them, and an admin lifts one
+account's lock with `python -m mvp.app.users unlock NAME` (an audit entry the guard looks for, only
+while that account is locked, so a normal login costs no database read).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 import anyio
 
@@ -46,13 +49,18 @@ class _Failures:
         self.limit = limit
         self.times: OrderedDict[str, deque[float]] = OrderedDict()
         self.locked_until: dict[str, float] = {}
+        self.locked_at: dict[str, str] = {}  # wall-clock ISO time of the lock (for an admin's unlock)
 
     def locked(self, key: str, now: float) -> bool:
         until = self.locked_until.get(key)
         if until is not None and until <= now:
-            del self.locked_until[key]
+            self.unlock(key)
             return False
         return until is not None
+
+    def unlock(self, key: str) -> None:
+        self.locked_until.pop(key, None)
+        self.locked_at.pop(key, None)
 
     def fail(self, key: str, now: float) -> bool:
         """Record a failure; True when it locks the key."""
@@ -65,6 +73,7 @@ class _Failures:
             times.popleft()
         if len(times) >= self.limit:
             self.locked_until[key] = now + LOCK_S
+            self.locked_at[key] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             times.clear()
             return True
         return False
@@ -74,8 +83,12 @@ class _Failures:
 
 
 class LoginGuard:
-    def __init__(self, verify: Callable[[str, str], bool], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, verify: Callable[[str, str], bool], clock: Callable[[], float] = time.monotonic,
+                 unlocked_since: Callable[[str, str], bool] | None = None):
+        """`unlocked_since(name, iso_time)`: whether an admin lifted the account's lock after that time
+        (`Store.unlocked_since`)."""
         self._verify = verify
+        self._unlocked_since = unlocked_since
         self._clock = clock
         self._accounts = _Failures(MAX_FAILURES)
         self._clients = _Failures(MAX_CLIENT_FAILURES)
@@ -87,7 +100,14 @@ class LoginGuard:
         """Why a login is refused before any hashing (None: go ahead)."""
         now = self._clock()
         with self._lock:
-            if self._accounts.locked(name, now):
+            locked_at = self._accounts.locked_at.get(name) if self._accounts.locked(name, now) else None
+        if locked_at is not None and self._unlocked_since is not None and self._unlocked_since(name, locked_at):
+            with self._lock:
+                self._accounts.unlock(name)
+            log.info("lock of %r lifted by an admin", name)
+            locked_at = None
+        with self._lock:
+            if locked_at is not None:
                 return "account locked"
             if self._clients.locked(client, now):
                 return "client locked"

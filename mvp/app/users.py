@@ -5,6 +5,7 @@
     python -m mvp.app.users disable NAME                           # can no longer log in or rate
     python -m mvp.app.users enable NAME
     python -m mvp.app.users passwd NAME                            # set a new password
+    python -m mvp.app.users unlock NAME                            # lift a login lock (repeated failures)
     python -m mvp.app.users purge --older-than 90                  # dry run: what retention would delete
     python -m mvp.app.users purge --older-than 90 --yes            # delete it (recorded in the logs)
     python -m mvp.app.users --db path/to/feedback.db list          # another database file
@@ -114,6 +115,14 @@ def cmd_passwd(args: argparse.Namespace) -> str:
     return f"已更新 {args.name} 的密码"
 
 
+def cmd_unlock(args: argparse.Namespace) -> str:
+    store = _open(args.db, create=False)
+    if store.get_user(args.name) is None:
+        raise CliError(f"用户不存在：{args.name}")
+    store.add_audit(AUDIT_ACTOR, "account_unlocked", args.name)
+    return f"已解除 {args.name} 的登录锁定（运行中的应用在该账户下一次登录时生效）"
+
+
 def cmd_purge(args: argparse.Namespace) -> str:
     result = _open(args.db, create=False).purge_conversations(args.older_than, dry_run=not args.yes)
     verb = "将删除" if result["dry_run"] else "已删除"
@@ -160,6 +169,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("disable", cmd_disable, "disable an account (it can no longer log in or rate; data is kept)"),
         ("enable", cmd_enable, "re-enable a disabled account"),
         ("passwd", cmd_passwd, "set a new password (from $MVP_PASSWORD or a prompt)"),
+        ("unlock", cmd_unlock, "lift the login lock of an account (after repeated wrong passwords)"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("name", metavar="NAME", help="account name")

@@ -44,3 +44,10 @@ class AuditMixin(StoreBase):
         for row in rows:
             row["detail"] = from_json(row["detail"])
         return rows
+
+    def unlocked_since(self, name: str, since: str) -> bool:
+        """Whether an admin lifted `name`'s login lock after `since` (ISO time; `mvp.app.users unlock`)."""
+        with self._read() as conn:
+            row = self._row(conn, "SELECT 1 FROM audit_log WHERE action = 'account_unlocked' AND target = ?"
+                            " AND at > ? LIMIT 1", (name, since))
+        return row is not None
