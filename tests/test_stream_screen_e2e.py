@@ -78,3 +78,39 @@ def test_no_streamed_update_over_the_api_shows_blocked_text(app):
     assert any("睡不着真的很折磨人" in u for u in updates)
     assert not [u for u in updates if "三十片" in u or "安眠药" in u]
     assert final["done"] and "三十片" not in final["text"]
+
+
+def test_the_browser_never_shows_blocked_text_while_it_streams(app):
+    """A MutationObserver records every text the chat shows while the reply streams."""
+    import shutil
+    from pathlib import Path
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_browser import ARGS, send
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        page = browser.new_context(locale="zh-CN").new_page()
+        page.add_init_script("""
+            window.__seen = [];
+            new MutationObserver(() => {
+                const chat = document.querySelector('#chatbot');
+                if (chat) window.__seen.push(chat.innerText);
+            }).observe(document, {subtree: true, childList: true, characterData: true});
+        """)
+        page.goto(app.url)
+        page.get_by_test_id("textbox").fill("admin")
+        page.get_by_test_id("password").fill(ADMIN_PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#chatbot", timeout=30_000)
+        send(page, app.db, "最近晚上总是睡不着", 1)
+        seen = page.evaluate("() => window.__seen")
+        final = page.inner_text("#chatbot")
+        browser.close()
+    assert any("睡不着真的很折磨人" in s for s in seen)  # the safe sentence was shown while streaming
+    assert not [s for s in seen if "三十片" in s or "安眠药" in s]
+    assert "三十片" not in final
