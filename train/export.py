@@ -62,17 +62,12 @@ class ExportError(Exception):
 
 
 @dataclass(frozen=True)
-class ExportOptions:
-    """Options of one export (the CLI flags; the manifest records them)."""
+class ExportOptions(samples.SampleOptions):
+    """Options of one export (the CLI flags; the manifest records them): what counts as good
+    (the SampleOptions fields, declared once there) plus how the export is split and written."""
 
     seed: int = 0
     eval_fraction: float = 0.1
-    kto_threshold: float = 4.0
-    sft_threshold: float = 4.0
-    score_margin: float = 2.0
-    aggregate: str = "mean"
-    include_demo: bool = False
-    include_disabled: bool = False
     scrub: bool = True
     overwrite: bool = False
     stages_file: str | None = None
@@ -80,14 +75,13 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.eval_fraction <= MAX_EVAL_FRACTION:
             raise ExportError(f"--eval-fraction 必须在 0-{MAX_EVAL_FRACTION} 之间，收到 {self.eval_fraction}")
-        self.sample_options()  # thresholds, margin and aggregate checked here, before any work
-
-    def sample_options(self) -> samples.SampleOptions:
-        try:
-            return samples.SampleOptions(self.kto_threshold, self.sft_threshold, self.score_margin,
-                                         self.aggregate, self.include_demo, self.include_disabled)
+        try:  # thresholds, margin and aggregate checked here, before any work
+            super().__post_init__()
         except samples.SampleError as exc:
             raise ExportError(str(exc)) from None
+
+    def sample_options(self) -> samples.SampleOptions:
+        return samples.SampleOptions(**{f.name: getattr(self, f.name) for f in fields(samples.SampleOptions)})
 
 
 # -- inputs ------------------------------------------------------------------------------------

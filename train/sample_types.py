@@ -78,3 +78,26 @@ class BuildResult:
     excluded: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
     inputs: dict = field(default_factory=dict)
+
+
+def aggregate_scores(values: list, how: str) -> tuple[float | None, bool]:
+    """(aggregate `overall` of several raters, whether a majority was tied): mean, or majority vote
+    (None on a tie or with no values)."""
+    if not values:
+        return None, False
+    if how == "mean":
+        return round(sum(values) / len(values), 4), False
+    ranked = Counter(values).most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None, True
+    return float(ranked[0][0]), False
+
+
+def distinct_rewrites(ratings: list[dict]) -> list[str]:
+    """Distinct non-blank rewrites of a reply's ratings, oldest rating first."""
+    out: list[str] = []
+    for rating in sorted(ratings, key=lambda r: r["id"]):
+        text = rating.get("rewrite")
+        if text and text.strip() and text not in out:
+            out.append(text)
+    return out

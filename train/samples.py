@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from train import formats
 from train.sample_steps import deduplicate, scrub_samples, split_conversations  # noqa: F401 - re-exported
 from train.sample_types import (AGGREGATES, KINDS, PREAMBLE_CHARS_KEY, SYSTEM_PROMPT_KEY,  # noqa: F401
-                                BuildResult, Sample, SampleError, SampleOptions, ScrubMessages)
+                                BuildResult, Sample, SampleError, SampleOptions, ScrubMessages,
+                                aggregate_scores, distinct_rewrites)
 
 
 class Builder:
@@ -170,26 +171,15 @@ class Builder:
         """Aggregate `overall` over raters (None: no overall score, or no majority)."""
         if mid not in self._scores:
             values = [r["overall"] for r in self.ratings.get(mid, []) if r["overall"] is not None]
-            value: float | None = None
-            if values and self.opt.aggregate == "mean":
-                value = round(sum(values) / len(values), 4)
-            elif values:
-                ranked = Counter(values).most_common()
-                if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-                    self.notes["replies_without_majority_score"] += 1
-                else:
-                    value = float(ranked[0][0])
+            value, tied = aggregate_scores(values, self.opt.aggregate)
+            if tied:
+                self.notes["replies_without_majority_score"] += 1
             self._scores[mid] = value
         return self._scores[mid]
 
     def rewrites(self, mid: int) -> list[str]:
         """Distinct rewrites of a reply, oldest rating first."""
-        out: list[str] = []
-        for rating in sorted(self.ratings.get(mid, []), key=lambda r: r["id"]):
-            text = rating.get("rewrite")
-            if text and text.strip() and text not in out:
-                out.append(text)
-        return out
+        return distinct_rewrites(self.ratings.get(mid, []))
 
     def approved_target(self, reply: dict) -> tuple[str, str] | None:
         """(text to train on, source) for an approved reply: latest rewrite, or a reply rated high."""
