@@ -43,6 +43,18 @@ def _internal(exc: Exception) -> gr.Error:
     return gr.Error(INTERNAL_ERROR.format(kind=type(exc).__name__), title=ERROR_TITLE)
 
 
+def _toast(fn, exc: Exception) -> Exception:
+    """The gr.Error to raise for an exception of handler `fn`: a handler's own gr.Error as it is, a
+    user error as a calm message, anything else as an internal error (never a traceback on the page)."""
+    if isinstance(exc, gr.Error):
+        exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
+        exc.title = ERROR_TITLE if exc.title == "Error" else exc.title
+        return exc
+    if isinstance(exc, USER_ERRORS):
+        return _user(fn, exc)
+    return _internal(exc)
+
+
 def user_errors(fn):
     """Turn a user error into a toast; keep unexpected errors out of the page as well."""
 
@@ -50,31 +62,21 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error as exc:
-            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
-            exc.title = ERROR_TITLE if exc.title == "Error" else exc.title
-            raise
-        except USER_ERRORS as exc:
-            raise _user(fn, exc) from None
-        except Exception as exc:  # never show a traceback to a clinician
-            raise _internal(exc) from None
+        except Exception as exc:
+            raise _toast(fn, exc) from None
 
     return wrapper
 
 
 def user_errors_stream(fn):
+    """`user_errors` for a streaming (generator) handler."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             yield from fn(*args, **kwargs)
-        except gr.Error as exc:
-            exc.print_exception = False  # raised on purpose by a handler: a message, not a fault
-            exc.title = ERROR_TITLE if exc.title == "Error" else exc.title
-            raise
-        except USER_ERRORS as exc:
-            raise _user(fn, exc) from None
         except Exception as exc:
-            raise _internal(exc) from None
+            raise _toast(fn, exc) from None
 
     return wrapper
 
