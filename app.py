@@ -22,8 +22,12 @@ import socket
 import sys
 from pathlib import Path
 
-# Offline by default: no hub downloads, no telemetry, no version check (override HF_HUB_OFFLINE=0
-# to let `--model` fetch a hub id on a machine with internet).
+# Offline by default: no telemetry, no version check, no library fetching files behind our back. The
+# one exception is `--model HUB_ID` when it is not cached: mvp/model/hub.py downloads it, unless the
+# user set HF_HUB_OFFLINE themselves (remembered here, before it is switched on).
+from mvp.model import hub  # noqa: E402 - stdlib only at import; must run before HF_HUB_OFFLINE is set
+
+hub.remember_user_choice()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

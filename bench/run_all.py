@@ -59,6 +59,7 @@ BENCHES = [
     Bench("bench_assessment", "assessment.json", [], 180),
     Bench("bench_export", "export.json", ["--ratings", "20000", "--repeats", "2"], 600),
     Bench("bench_login", "login.json", ["--attempts", "160", "--threads", "8"], 300, "required"),
+    Bench("bench_memory", "memory.json", [], 300, "required"),
 ]
 NOT_BENCHES = {"run_all", "gpu_check", "__init__"}  # gpu_check needs a CUDA GPU: run it by hand
 

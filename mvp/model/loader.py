@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mvp.model import hub
 from mvp.model.demo import DEMO_MODEL_NAME, is_built
 from mvp.paths import DEMO_MODEL_DIR
 
@@ -157,7 +158,10 @@ def resolve_model_path(model: str) -> tuple[str, bool]:
     looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep in model.replace("/", "")
     if looks_like_path:
         raise ModelLoadError(f"找不到模型文件夹 {model}；离线时可用 `--model demo`")
-    return model, False
+    try:  # a hub id: the local cache first, a download when allowed (mvp/model/hub.py)
+        return hub.local_snapshot(model), False
+    except hub.HubUnavailable as exc:
+        raise ModelLoadError(str(exc)) from exc
 
 
 def _dtype_for(device: str):
@@ -216,7 +220,7 @@ def load_model(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"无法加载模型 {spec.model!r}：{_first_line(exc)}。"
-            "请检查模型 id 或文件夹路径；没有网络时可用 `--model demo`"
+            "请检查模型文件夹是否完整（config.json、权重和分词器文件）；没有可用模型时可用 `--model demo`"
         ) from exc
     if qconfig is None:
         model.to(device)
