@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mvp.model.loader import canonical_ref
 from train import evaluate, outputs, registry
 from train.config import (USER_ERRORS, ConfigError, DataError, check_model_choices, config_from_dict, log, parse_config,
                           suggest)
@@ -161,8 +162,10 @@ def export_options(cfg: PipelineConfig):
 
 
 def find_parent(store, cfg: PipelineConfig) -> dict | None:
-    """The parent model version: given by id, none, or the newest in-process version of the same base
-    that this run_dir did not itself publish."""
+    """The parent model version: given by id, none, or (auto) the version being served: the one of the
+    same base that produced the newest reply, so round 2 trains on from what clinicians rated in round 1,
+    in the same run_dir or another. Before anything has replied: the newest in-process version of the
+    same base that this run_dir did not itself publish."""
     if cfg.parent == "none":
         return None
     if cfg.parent != "auto":
@@ -172,11 +175,15 @@ def find_parent(store, cfg: PipelineConfig) -> dict | None:
             return store.get_model_version(int(cfg.parent))
         except NotFoundError as exc:
             raise ConfigError(f"parent: {exc}") from exc
-    # Versions this run_dir published are not candidates: rerunning an iteration must not stack on
-    # its own output (use a new run_dir for the next iteration).
+    base = canonical_ref(cfg.base_model)
+    served = store.last_served_version(base)
+    if served is not None:
+        return served
+    # Versions this run_dir published are not candidates here: rerunning an iteration must not stack
+    # on its own unserved output.
     own = str((Path(cfg.run_dir) / "versions").resolve()) + "/"
     same_base = [v for v in store.list_model_versions()
-                 if v["base_model"] == cfg.base_model and v["backend"] == "inprocess"
+                 if v["base_model"] == base and v["backend"] == "inprocess"
                  and not (v.get("adapter") or "").startswith(own)]
     return same_base[-1] if same_base else None
 
@@ -327,12 +334,13 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
                            "implicit_reward_margin": metrics["implicit_reward_margin"],
                            "stages": cfg.stages, "eval_file": str((run_dir / EVAL_FILE).resolve()),
                            **({"evaluation_skipped": metrics["skipped"]} if "skipped" in metrics else {})}
+        base = canonical_ref(cfg.base_model)
         existing = {(v["base_model"], v["adapter"], v["quantization"]): v["id"] for v in store.list_model_versions()}
         version_id = store.register_model_version(
-            cfg.base_model, adapter=str(published), quantization=quantization, backend="inprocess",
+            base, adapter=str(published), quantization=quantization, backend="inprocess",
             label=label, parent_id=parent["id"] if parent else None,
             data_manifest=_manifest_summary(manifest, export_dir), metrics=version_metrics)
-        if (cfg.base_model, str(published), quantization) in existing:
+        if (base, str(published), quantization) in existing:
             store.set_model_version_metrics(version_id, version_metrics)
             log("pipeline", f"这个适配器已登记为版本 {version_id}，只更新了评估指标")
         else:

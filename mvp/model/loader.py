@@ -79,10 +79,10 @@ class LoadedModel:
     is_demo: bool
 
     def describe(self) -> dict:
-        """Model version metadata: base model, adapter, quantization, device."""
+        """Model version metadata: base model, adapter, quantization, device (paths in canonical form)."""
         return {
-            "base_model": self.spec.model,
-            "adapter": self.spec.adapter,
+            "base_model": canonical_ref(self.spec.model),
+            "adapter": canonical_ref(self.spec.adapter) if self.spec.adapter else None,
             "quantization": self.quantization,
             "device": self.device,
             "is_demo": self.is_demo,
@@ -139,6 +139,15 @@ def quantization_config(quantization: str, device: str):
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     raise ModelLoadError(f"未知的量化方式 {quantization!r}")
+
+
+def canonical_ref(ref: str) -> str:
+    """How a model or adapter is recorded: ``demo`` and hub ids as given, a local folder as its absolute
+    path, so ``runs/x/versions/abc`` and ``/srv/app/runs/x/versions/abc`` are the same registered version."""
+    path = Path(ref).expanduser()
+    if ref != DEMO_MODEL_NAME and path.is_dir():
+        return str(path.resolve())
+    return ref
 
 
 def resolve_model_path(model: str) -> tuple[str, bool]:

@@ -97,6 +97,19 @@ class ModelsMixin(StoreBase):
         with self._read() as conn:
             return [_decode(r) for r in self._rows(conn, "SELECT * FROM model_versions ORDER BY id")]
 
+    def last_served_version(self, base_model: str, backend: str = "inprocess") -> dict[str, Any] | None:
+        """The version of ``base_model`` that produced the newest reply (what clinicians rated last),
+        or None when no version of it has replied yet: the natural parent of the next training round."""
+        with self._read() as conn:
+            row = self._row(
+                conn,
+                "SELECT v.* FROM messages m JOIN model_versions v ON v.id = m.model_version_id"
+                " WHERE m.role = 'assistant' AND v.base_model = ? AND v.backend = ?"
+                " ORDER BY m.id DESC LIMIT 1",
+                (base_model, backend),
+            )
+        return _decode(row) if row else None
+
     def set_model_version_metrics(self, model_version_id: int, metrics: dict[str, Any]) -> None:
         """Replace a version's metrics (evaluation runs after registration)."""
         model_version_id = check_id(model_version_id, "模型版本 ID")
