@@ -52,7 +52,8 @@ def test_conversation_list_is_per_clinician_newest_first_with_counts(svc):
     assert {c["id"] for c in svc.conversations("boss")} == {old, new, other}
 
     labels = render.conversation_choices(mine, svc.stages)
-    assert labels[0][1] == new and "1 条回复" in labels[0][0] and "1 条未评分" in labels[0][0]
+    assert labels[0][1] == new and "未评分 1/1" in labels[0][0]
+    assert labels[1][0].startswith(f"#{old} ") and "未评分 1/2" in labels[1][0]
     assert "评估" in labels[0][0] or svc.stages.get("assessment").name in labels[0][0]
     admin_labels = render.conversation_choices(svc.conversations("boss"), svc.stages, show_owner=True)
     assert any("li" in label for label, _ in admin_labels)
@@ -140,8 +141,9 @@ def test_review_queue_has_one_row_per_message_with_text_and_marks_from_the_row(s
     assert rows == [] and svc.store.count_open_flags() == 0
     table, rows, *_ = h.on_flags(True, "suicide", req("boss"))
     assert len(rows) == 1 and "已复核：已电话联系" in table.iloc[0].tolist()[-1]
-    tabs, conv_id, *_ = h.on_flag_open(rows[0], req("boss"))
+    tabs, conv_id, _chat, ids, *_, focus = h.on_flag_open(rows[0], req("boss"))
     assert conv_id == cid
+    assert ids[focus] == crisis  # the chat opens at the flagged message (FOCUS_MESSAGE_JS scrolls to it)
     with pytest.raises(Exception, match="只有管理员"):
         h.on_flags(False, "", req("wang"))
 

@@ -263,7 +263,7 @@ def test_workspace_resume_alternatives_compare_and_calm_hints(app, browser):
     assert "今天想聊聊" not in page.inner_text("#chatbot")
     page.locator("#conv-list input").click()
     option = page.get_by_role("option").filter(has_text=f"#{conv}")
-    assert "2 条回复" in option.inner_text() and "1 条未评分" in option.inner_text()
+    assert "未评分 1/2" in option.inner_text()
     option.click()
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('今天想聊聊')", timeout=30_000)
     page.wait_for_timeout(1000)
@@ -308,6 +308,8 @@ def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
     crisis = store.add_user_message(conv, "我写好了遗书，不想再撑下去了。")
     store.add_flag(conv, "suicide", ["遗书"], message_id=crisis)
     store.add_flag(conv, "self_harm", ["撑下去"], message_id=crisis)
+    for i in range(30):  # the conversation goes on: the flagged message is far above the newest turn
+        store.add_user_message(conv, f"后来我们又聊了第 {i + 1} 件事，关于工作和家里。")
     login(page, app.url, "boss")
     page.get_by_role("tab", name="安全审查").click()  # no 刷新 needed
     page.wait_for_function("() => document.querySelector('#flags').innerText.includes('写好了遗书')", timeout=30_000)
@@ -332,6 +334,14 @@ def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
     page.wait_for_function("() => document.querySelector('#flag-picked').innerText.includes('已选择')", timeout=15_000)
     page.locator("#open-flag").click()
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('写好了遗书')", timeout=30_000)
+    # opened AT the flagged message: it is marked and scrolled into the chat's visible area
+    page.wait_for_selector("#chatbot .flag-focus", timeout=15_000)
+    assert "写好了遗书" in page.inner_text("#chatbot .flag-focus")
+    page.wait_for_timeout(1500)
+    in_view = page.evaluate("""() => { const r = document.querySelector('#chatbot .flag-focus').getBoundingClientRect();
+        const w = document.querySelector('#chatbot .bubble-wrap').getBoundingClientRect();
+        return r.top >= w.top - 1 && r.bottom <= w.bottom + 1; }""")
+    assert in_view
     assert f"对话 #{conv}" in page.inner_text("#conv-info")
     assert f"#{conv}" in page.locator("#conv-list input").input_value()  # the list shows which one is open
     page.screenshot(path=str(ARTIFACTS / "review-opened-conversation.png"))
@@ -342,4 +352,31 @@ def test_admin_review_queue_and_dashboard_load_on_open(app, browser):
     assert f"来访者消息：{n_user}" in counts.replace(" ", "") and "消息：0" not in counts
     page.wait_for_timeout(1500)
     page.screenshot(path=str(ARTIFACTS / "dashboard-on-open.png"), full_page=True)
+    context.close()
+
+
+def test_sending_after_scrolling_up_brings_the_chat_back_to_the_newest_reply(app, browser):
+    """A clinician reads an earlier turn, then sends: the chat follows the new reply again."""
+    db = app.db
+    store = Store(db)
+    store.add_user("sun", PASSWORD, "clinician")
+    conv = store.create_conversation("sun", "intake", title="长对话")
+    parent = None
+    for i in range(20):
+        parent = store.add_user_message(conv, f"第 {i + 1} 次说起这件事：晚上睡不着，白天没精神。")
+        store.add_assistant_message(conv, parent, f"谢谢你告诉我第 {i + 1} 件事，能多说说当时的感受吗？")
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    login(page, app.url, "sun")
+    page.locator("#conv-list input").click()
+    page.get_by_role("option").filter(has_text=f"#{conv}").click()
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('第 20 次说起')", timeout=30_000)
+    at_bottom = "() => { const w = document.querySelector('#chatbot .bubble-wrap'); return w.scrollTop + w.clientHeight >= w.scrollHeight - 30; }"
+    page.evaluate("() => document.querySelector('#chatbot .bubble-wrap').scrollTo(0, 0)")
+    page.wait_for_timeout(400)
+    assert not page.evaluate(at_bottom)  # reading further up
+    send(page, db, "今天想接着说说工作。", 21)
+    assert page.evaluate(at_bottom)
+    assert "今天想接着说说工作" in page.inner_text("#chatbot")
+    page.screenshot(path=str(ARTIFACTS / "chat-follows-after-scroll.png"))
     context.close()

@@ -329,11 +329,15 @@ class Handlers:
 
     @user_errors
     def on_flag_open(self, row, request: gr.Request):
-        """Open the selected row's conversation in the chat tab."""
+        """Open the selected row's conversation in the chat tab; the last output is the flagged message's
+        place in the chat (-1: not shown), which FOCUS_MESSAGE_JS scrolls to and highlights."""
         if not row:
             info("请先在表格中点击一行，再打开它的对话。")
-            return (SKIP,) * 12
-        return (gr.Tabs(selected="chat"), *self.on_open(row["conversation_id"], request))
+            return (SKIP,) * 13
+        opened = self.on_open(row["conversation_id"], request)
+        ids = opened[2] if isinstance(opened[2], list) else []
+        focus = ids.index(row["message_id"]) if row.get("message_id") in ids else -1
+        return (gr.Tabs(selected="chat"), *opened, focus)
 
     @user_errors
     def on_audit(self, request: gr.Request):

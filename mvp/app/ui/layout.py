@@ -140,6 +140,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                     flag_note = gr.Textbox(label="复核备注（可选）", scale=3, elem_id="flag-note")
                     review_btn = gr.Button("标记所选为已复核", variant="primary", scale=1, elem_id="review-btn")
                     open_flag = gr.Button("打开这段对话", scale=1, elem_id="open-flag")
+                    focus_at = gr.Number(value=-1, visible="hidden", elem_id="focus-at")
 
             with gr.Tab("模型版本与导出", id="versions", visible=False) as versions_tab:
                 gr.Markdown("已登记的模型版本（`train.pipeline` 训练后自动登记）。在“对话与评分”中选择“比较对象”即可对两个版本做盲评。")
@@ -173,6 +174,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
+        for trigger in (send.click, msg.submit):  # a new message brings the chat back to its newest text
+            trigger(None, None, None, js=render.FOLLOW_CHAT_JS, **private)
         send_event = send.click(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         submit_event = msg.submit(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         for event in (send_event, submit_event):
@@ -200,7 +203,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             trigger(h.on_flags, queue_inputs, queue_outputs, **private)
         flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
         review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
-        open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
+        open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs + [focus_at], **private).success(
+            None, [focus_at], None, js=render.FOCUS_MESSAGE_JS, **private)  # the chat opens AT the flagged message
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         del send_event, submit_event, regen_event
 

@@ -17,12 +17,37 @@ DISCLAIMER = (
 )
 # The compare box opens below the buttons: bring it (both replies and the four choices) into view.
 SHOW_COMPARE_JS = "() => { const b = document.querySelector('#compare-box'); if (b) b.scrollIntoView({block: 'center'}); }"
+# Gradio's chatbot follows new text only while its scroll position is near the bottom; sending a
+# message after reading further up brings it back down, so the reply that follows is in view.
+FOLLOW_CHAT_JS = "() => { const w = document.querySelector('#chatbot .bubble-wrap'); if (w) w.scrollTo(0, w.scrollHeight); }"
+# Opening a flagged conversation from the review queue: scroll to the flagged message and mark it for a
+# few seconds (the chat renders after the tab switch, hence the retries).
+FOCUS_MESSAGE_JS = """(i) => {
+  if (i === null || i === undefined || i < 0) return;
+  let tries = 0;
+  const go = () => {
+    // one element per message, in order (consecutive messages of one role share a .message-row)
+    const rows = document.querySelectorAll('#chatbot [data-testid="user"], #chatbot [data-testid="bot"]');
+    if (rows.length <= i) { if (tries++ < 20) setTimeout(go, 150); return; }
+    const row = rows[i];
+    const wrap = row.closest('.bubble-wrap');
+    // centre it inside the chat's own scroll area; again once the chat has settled (its autoscroll
+    // may run after a late render)
+    const centre = () => { if (wrap) wrap.scrollTop += row.getBoundingClientRect().top - wrap.getBoundingClientRect().top
+                                                      - wrap.clientHeight / 2 + row.offsetHeight / 2; };
+    centre(); setTimeout(centre, 400); setTimeout(centre, 1200);
+    row.classList.add('flag-focus');
+    setTimeout(() => row.classList.remove('flag-focus'), 8000);
+  };
+  setTimeout(go, 150);
+}"""
 TOAST_TITLES = {"info": "提示", "warning": "注意", "error": "无法完成", "success": "完成"}
 CSS = """
 #disclaimer {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;}
 #disclaimer p {margin:0;color:#7a4b00;}
 #demo-notice p {color:#8a1c1c;}
 #cmp-choices button {min-width:60px;}
+#chatbot .flag-focus {outline:3px solid #d9534f;outline-offset:2px;border-radius:8px;}
 """ + "".join(  # Gradio 6.31 titles every toast with its English type ("Info"): show the Chinese one instead
     f".toast-title.{kind} {{font-size:0 !important;}} .toast-title.{kind}::before {{content:'{title}';font-size:var(--text-md);}}\n"
     for kind, title in TOAST_TITLES.items())
@@ -122,21 +147,20 @@ def rate_choices(history: list[dict], stages=None, alternatives: dict | None = N
 
 
 def conversation_choices(conversations: list[dict], stages, show_owner: bool = False) -> list[tuple[str, int]]:
-    """The conversation list as dropdown entries, newest first: id, when, stage, replies, unrated,
-    an open-flag marker (and the owner, for an admin)."""
+    """The conversation list as dropdown entries, newest first. The narrow left column shows about 25
+    characters of the chosen entry, so what tells conversations apart comes first: the flag marker, id,
+    time, unrated/replies; then the owner (for an admin), stage, version and title."""
     out = []
     for c in conversations:
-        parts = [f"#{c['id']}", local_time(c.get("updated_at") or c.get("created_at"), "%m-%d %H:%M")]
+        parts = [f"#{c['id']}", local_time(c.get("updated_at") or c.get("created_at"), "%m-%d %H:%M"),
+                 f"未评分 {c.get('unrated_count', 0)}/{c.get('reply_count', 0)}"]
         if show_owner:
             parts.append(c["user_name"])
-        parts += [f"{c.get('reply_count', 0)} 条回复", f"{c.get('unrated_count', 0)} 条未评分",
-                  stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}"]
-        label = " · ".join(parts)
-        if c.get("open_flags"):
-            label = f"⚠ {label} · 待复核"
+        parts += [stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}"]
         if c.get("title"):
-            label += f" · {c['title']}"
-        out.append((label, c["id"]))
+            parts.append(c["title"])
+        label = " · ".join(parts)
+        out.append((f"⚠待复核 {label}" if c.get("open_flags") else label, c["id"]))
     return out
 
 
