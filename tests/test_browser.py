@@ -372,6 +372,7 @@ def test_sending_after_scrolling_up_brings_the_chat_back_to_the_newest_reply(app
     page.get_by_role("option").filter(has_text=f"#{conv}").click()
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('第 20 次说起')", timeout=30_000)
     at_bottom = "() => { const w = document.querySelector('#chatbot .bubble-wrap'); return w.scrollTop + w.clientHeight >= w.scrollHeight - 30; }"
+    page.wait_for_timeout(1500)  # the chat settles (its own autoscroll runs after the render)
     page.evaluate("() => document.querySelector('#chatbot .bubble-wrap').scrollTo(0, 0)")
     page.wait_for_timeout(400)
     assert not page.evaluate(at_bottom)  # reading further up
