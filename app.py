@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mvp.app.auth import LoginGuard
     from mvp.app.service import EnginePool, Service, ServiceError
-    from mvp.app.ui import CSS, build_ui
+    from mvp.app.ui import CSS, HEAD, build_ui
 
     info = engine.info
     version_id = store.register_model_version(
@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         share=config.share,
         root_path=config.root_path or None,
         css=CSS,
+        head=HEAD,
         **LAUNCH_OPTIONS,
     )
     return 0

@@ -381,3 +381,28 @@ def test_sending_after_scrolling_up_brings_the_chat_back_to_the_newest_reply(app
     assert "今天想接着说说工作" in page.inner_text("#chatbot")
     page.screenshot(path=str(ARTIFACTS / "chat-follows-after-scroll.png"))
     context.close()
+
+
+def test_a_waiting_reply_shows_its_queue_place_in_chinese(app, browser):
+    """Gradio's status tracker text for a queued event ("queue: 2/3 |") and a running one is shown in
+    Chinese. The tiny model answers too fast to catch a real queue here, so the tracker's own text nodes
+    are written into a chat status tracker the way Gradio writes them (a new node, then an update)."""
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    login(page, app.url, "wang")
+    shown = page.evaluate("""async () => {
+        const box = document.createElement('span');
+        document.querySelector('#chatbot [data-testid="status-tracker"]').appendChild(box);
+        const node = document.createTextNode('queue: 2/3 |');
+        box.appendChild(node);
+        await new Promise(r => setTimeout(r, 50));
+        const first = box.textContent;
+        node.nodeValue = 'queue: 1/3 |';
+        await new Promise(r => setTimeout(r, 50));
+        const second = box.textContent;
+        node.nodeValue = 'processing |';
+        await new Promise(r => setTimeout(r, 50));
+        return [first, second, box.textContent];
+    }""")
+    assert shown == ["排队中：第 2 位（共 3 位）|", "排队中：第 1 位（共 3 位）|", "生成中 |"]
+    context.close()

@@ -8,6 +8,6 @@
 """
 
 from .layout import build_ui
-from .render import CSS
+from .render import CSS, HEAD
 
-__all__ = ["CSS", "build_ui"]
+__all__ = ["CSS", "HEAD", "build_ui"]

@@ -41,6 +41,28 @@ FOCUS_MESSAGE_JS = """(i) => {
   };
   setTimeout(go, 150);
 }"""
+# Gradio's status tracker says "queue: 2/3 |" and "processing |" in English while a reply waits for the
+# one model slot: shown in Chinese instead, so a clinician sees their place in the queue.
+HEAD = """<script>
+(() => {
+  const QUEUE = /^queue: (\\d+)\\/(\\d*) \\|$/;
+  const say = (node) => {
+    const text = node.nodeValue;
+    if (!text) return;
+    const m = text.match(QUEUE);
+    if (m) node.nodeValue = m[2] ? `排队中：第 ${m[1]} 位（共 ${m[2]} 位）|` : `排队中：第 ${m[1]} 位 |`;
+    else if (text === 'processing |') node.nodeValue = '生成中 |';
+  };
+  const walk = (root) => {
+    if (root.nodeType === Node.TEXT_NODE) return say(root);
+    const it = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let n = it.nextNode(); n; n = it.nextNode()) say(n);
+  };
+  new MutationObserver((records) => records.forEach((r) => {
+    if (r.type === 'characterData') say(r.target); else r.addedNodes.forEach(walk);
+  })).observe(document.documentElement, {subtree: true, childList: true, characterData: true});
+})();
+</script>"""
 TOAST_TITLES = {"info": "提示", "warning": "注意", "error": "无法完成", "success": "完成"}
 CSS = """
 #disclaimer {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 12px;}
