@@ -219,3 +219,38 @@ def test_admin_acts_are_in_the_audit_log(tmp_path):
     assert "已电话联系" not in str(entries)  # who, what and when; never content
     with pytest.raises(ServiceError, match="管理员"):
         service.audit("wang")
+
+
+def test_loading_an_arena_opponent_does_not_hold_up_other_engines():
+    """A slow opponent load (minutes for a real model) runs outside the pool's lock: the primary and a
+    loaded opponent answer meanwhile; two requests for the loading version share one load; LRU order."""
+    import threading
+
+    from mvp.app.service import MAX_LOADED_ENGINES
+
+    release, started, loads = threading.Event(), threading.Event(), []
+
+    def loader(version):
+        loads.append(version["id"])
+        if version["id"] == 2:
+            started.set()
+            assert release.wait(10)
+        return ScriptedEngine(f"版本 {version['id']}")
+
+    pool = EnginePool(1, ScriptedEngine("主模型"), loader=loader)
+    results = {}
+    waiting = [threading.Thread(target=lambda k=k: results.setdefault(k, pool.get({"id": 2}))) for k in ("a", "b")]
+    for t in waiting:
+        t.start()
+    assert started.wait(5)
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.get({"id": 1}), done.set())).start()
+    assert done.wait(1.0)  # the primary is not stuck behind the load
+    release.set()
+    for t in waiting:
+        t.join(5)
+    assert results["a"] is results["b"] and loads == [2]  # one load for both requests
+    assert MAX_LOADED_ENGINES == 2
+    pool.get({"id": 3})  # only MAX_LOADED_ENGINES - 1 opponents stay: version 2 is evicted
+    pool.get({"id": 2})
+    assert loads == [2, 3, 2]

@@ -65,30 +65,51 @@ class Event:
 
 
 class EnginePool:
-    """Engines by model version id; the primary one is always loaded, others on demand (LRU)."""
+    """Engines by model version id; the primary one is always loaded, others on demand (LRU, at most
+    MAX_LOADED_ENGINES in memory). Loading an arena opponent takes seconds to minutes: it happens
+    outside the pool's lock, so replies from engines already loaded are never held up by it, and two
+    requests for the same version wait for one load instead of loading it twice."""
 
     def __init__(self, primary_id: int, primary_engine, loader: Callable[[dict], Any] | None = None):
         self.primary_id = primary_id
         self._engines: dict[int, Any] = {primary_id: primary_engine}
-        self._order: list[int] = []
+        self._order: list[int] = []  # loaded opponents, least recently used first
         self._loader = loader
         self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
 
     @property
     def primary(self):
         return self._engines[self.primary_id]
 
+    def _loaded(self, version_id: int):
+        engine = self._engines.get(version_id)
+        if engine is not None and version_id in self._order:
+            self._order.remove(version_id)
+            self._order.append(version_id)
+        return engine
+
     def get(self, version: dict):
+        version_id = version["id"]
         with self._lock:
-            if version["id"] in self._engines:
-                return self._engines[version["id"]]
+            engine = self._loaded(version_id)
+            if engine is not None:
+                return engine
             if self._loader is None:
                 raise ServiceError("这个模型版本未加载，无法生成回复")
+            loading = self._loading.setdefault(version_id, threading.Lock())
+        with loading:
+            with self._lock:
+                engine = self._loaded(version_id)
+            if engine is not None:
+                return engine  # loaded by the request we waited for
             engine = self._loader(version)
-            self._engines[version["id"]] = engine
-            self._order.append(version["id"])
-            while len(self._order) > MAX_LOADED_ENGINES - 1:
-                self._engines.pop(self._order.pop(0), None)
+            with self._lock:
+                self._engines[version_id] = engine
+                self._order.append(version_id)
+                while len(self._order) > MAX_LOADED_ENGINES - 1:
+                    self._engines.pop(self._order.pop(0), None)
+                self._loading.pop(version_id, None)
             return engine
 
 
