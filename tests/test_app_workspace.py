@@ -78,6 +78,7 @@ def test_opening_a_conversation_restores_chat_ratings_alternatives_and_stage(svc
     assert "本轮共 2 条回复" in messages[1]["content"]
     choices = dict((v, label) for label, v in target["choices"])
     assert first["id"] in choices and "其他回复" in choices[first["id"]] and "已评分" in choices[first["id"]]
+    assert target["value"] == ids[1] != first["id"]  # the default target is the reply on screen, not the one it replaced
     loaded = h.on_target(req("wang"), first["id"])
     assert loaded[0] == 5 and "第 1 次评分" in loaded[-1]
 

@@ -151,7 +151,7 @@ def rate_choices(history: list[dict], stages=None, alternatives: dict | None = N
                  rated: set | None = None) -> list[tuple[str, int]]:
     """Dropdown entries for every reply (newest first): each reply on the active path, then the other
     replies of its turn (regenerated or compared ones), each with its stage and whether it is rated."""
-    out = []
+    turns = []
     n = 0
     rated = rated or set()
     for m in history:
@@ -161,11 +161,15 @@ def rate_choices(history: list[dict], stages=None, alternatives: dict | None = N
         entries = [(f"第 {n} 条回复", m)]
         others = [a for a in (alternatives or {}).get(m["id"], ()) if a["id"] != m["id"]]
         entries += [(f"第 {n} 条·其他回复 {k}", a) for k, a in enumerate(others, 1)]
+        turn = []
         for label, r in entries:
             stage = f"（{stage_name(stages, r.get('stage_id'))}）" if stages is not None else ""
             mark = " ✓已评分" if r["id"] in rated else ""
-            out.append((f"{label}{stage}{mark}：{_snippet(r['content'])}", r["id"]))
-    return list(reversed(out))
+            turn.append((f"{label}{stage}{mark}：{_snippet(r['content'])}", r["id"]))
+        turns.append(turn)
+    # newest turn first; within a turn the reply on screen first, so the default target after
+    # "重新生成" is the reply the clinician is looking at, not the one it replaced
+    return [entry for turn in reversed(turns) for entry in turn]
 
 
 def conversation_choices(conversations: list[dict], stages, show_owner: bool = False) -> list[tuple[str, int]]:
