@@ -122,7 +122,7 @@ def test_three_raters_through_the_service_agree_with_a_hand_computed_alpha(setup
     thumb_units = [[thumbs[r][u] for r in thumbs] for u in range(4)]
     assert measures["thumbs"]["alpha"] == pytest.approx(hand_alpha(thumb_units, nominal_delta), abs=1e-4)
     assert measures["empathy"]["alpha"] is None and "重叠不足" in measures["empathy"]["note"]
-    # li against the mean of the other two: a two-coder alpha, by hand as well
+    # li against the median (= mean) of the other two: a two-coder alpha, by hand as well
     li = next(r for r in report["raters"] if r["rater"] == "li")["measures"]["overall"]
     pairs = [[overall["li"][u], (overall["wang"][u] + overall["zhao"][u]) / 2] for u in range(4)]
     assert li["alpha"] == pytest.approx(hand_alpha(pairs, interval_delta), abs=1e-4) and li["n_items"] == 4

@@ -9,9 +9,10 @@ export's rater weighting (train/) use one computation. The formula is the ``krip
 - pairwise choices: nominal alpha per unordered pair of replies compared by several raters (the value
   is which of the two won, a tie, or "both bad"; each rater's latest choice counts);
 - per rater, "this rater against the others": alpha of a two-row matrix, the rater's values and the
-  consensus of the OTHER raters on the same units (their mean for interval data, their majority for
+  consensus of the OTHER raters on the same units (their median for interval data, their majority for
   nominal data; no majority: the unit is left out). It answers "does this rater agree with the rest",
-  and is what the export compares with ``--min-rater-alpha``.
+  and is what the export compares with ``--min-rater-alpha``. With only two others the median is
+  their mean, so one outlier among three raters also lowers the other two: use k >= 4 for that.
 
 An alpha needs at least ``MIN_UNITS`` units with two or more values each and more than one distinct
 value; otherwise ``alpha`` is None and ``note`` says why (never NaN). Read alpha as Krippendorff
@@ -22,6 +23,7 @@ advises: >= 0.8 reliable, 0.667-0.8 tentative, below that do not rely on the dat
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -81,11 +83,12 @@ def alpha(table: Table, level: str) -> dict[str, Any]:
 
 
 def consensus(values: list[float], level: str) -> float | None:
-    """The other raters' value of a unit: mean (interval) or majority (nominal; None on a tie)."""
+    """The other raters' value of a unit: median (interval: one outlying rater among three or more
+    others does not move it) or majority (nominal; None on a tie)."""
     if not values:
         return None
     if level == "interval":
-        return sum(values) / len(values)
+        return float(statistics.median(values))
     ranked = Counter(values).most_common()
     return None if len(ranked) > 1 and ranked[0][1] == ranked[1][1] else ranked[0][0]
 
