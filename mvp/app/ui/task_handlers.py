@@ -24,7 +24,7 @@ BATCH_COLUMNS = ["批次", "名称", "来源", "k", "回复数", "任务数", "�
 LEVEL_LABELS = {"interval": "等距", "nominal": "名义"}
 AGREEMENT_HELP = ("**评分一致性**（Krippendorff's α，同一条回复被多位临床人员评分时才能计算）："
                   "α ≥ 0.8 可信，0.667-0.8 初步可信，更低则不宜据此训练；项数越少越不稳。"
-                  "“各评分者”一栏是该评分者与其他人共识（均值或多数）相比的 α。")
+                  "“各评分者”一栏是该评分者与其他人共识（中位数或多数）相比的 α。")
 
 
 def _alpha_text(entry: dict | None) -> str:
@@ -122,7 +122,7 @@ class TaskHandlers:
         return self._task_view(username(request))
 
     @user_errors
-    def on_submit(self, task_id, thumb, *values, request: gr.Request):
+    def on_submit(self, request: gr.Request, task_id, thumb, *values):
         """values: one score per dimension (config order), then tags, comment, rewrite."""
         name = username(request)
         if not task_id:
