@@ -73,6 +73,16 @@ def task_progress_text(summary: list[dict]) -> str:
                     + (f"（跳过 {s['skipped']}）" if s["skipped"] else "") for s in summary)
 
 
+def context_markdown(messages: list[dict]) -> str:
+    """The dialogue before the reply, as quoted turns (text escaped: it fetches and runs nothing)."""
+    if not messages:
+        return "**对话上下文**：（无）"
+    speaker = {"user": "来访者", "assistant": "之前的回复"}
+    turns = ["> **{}**：{}".format(speaker[m["role"]], render.show(m["content"]).replace("\n", "\n> "))
+             for m in messages]
+    return "**对话上下文**（这条回复之前的对话）\n\n" + "\n>\n".join(turns)
+
+
 def html_safe(text: str) -> str:
     return render.show(text)
 
@@ -109,9 +119,9 @@ class TaskHandlers:
         cleared = [None] * len(self.dimensions) + [0, [], "", ""]
         if task is None:
             done = "全部评分任务已完成，谢谢！" if summary else "目前没有分配给你的评分任务。"
-            return (task_progress_text(summary), None, [], "", gr.update(visible=False), *cleared,
+            return (task_progress_text(summary), None, "", "", gr.update(visible=False), *cleared,
                     (status + "　" if status else "") + done)
-        context = [{"role": m["role"], "content": render.show(m["content"])} for m in task["context"]]
+        context = context_markdown(task["context"])
         heading = (f"**{html_safe(task['batch_name'])}** · 第 {task['done'] + task['skipped'] + 1} / {task['total']} 条"
                    "（盲评：不显示模型版本、对话归属和其他人的评分）")
         return (task_progress_text(summary), task["task_id"], context, task["reply"], gr.update(visible=True),

@@ -48,8 +48,7 @@ def build_tabs(demo: gr.Blocks, service: Service, dashboard: list, dashboard_tri
         with gr.Column(visible=False, elem_id="task-box") as box:
             with gr.Row():
                 with gr.Column(scale=3):
-                    context = gr.Chatbot(label="对话上下文（来访者与之前的回复）", height=320, buttons=["copy"],
-                                         elem_id="task-context")
+                    context = gr.Markdown(elem_id="task-context", max_height=420)
                     reply = gr.Textbox(label="待评分的回复", interactive=False, lines=5, max_lines=20, elem_id="task-reply")
                 with gr.Column(scale=2, min_width=280):
                     thumb = gr.Radio(THUMB_CHOICES, value=0, label="赞 / 踩", elem_id="task-thumb")
