@@ -64,6 +64,10 @@ def _int_list(values: Any, what: str, limit: int) -> list[int]:
     return list(dict.fromkeys(checked))
 
 
+def show_refused(value: Any) -> str:
+    raise ValidationError(f"评分人必须是账号名（文本），收到 {show(value)}")
+
+
 def check_gold(gold: Any) -> dict[str, int]:
     """An expected judgement: ``{"thumb": 1|-1}``, ``{"min_overall": 1-5}``, ``{"max_overall": 1-5}``."""
     if not isinstance(gold, dict) or not gold or set(gold) - set(GOLD_KEYS):
@@ -76,6 +80,11 @@ def check_gold(gold: Any) -> dict[str, int]:
         if key != "thumb" and not MIN_SCORE <= value <= MAX_SCORE:
             raise ValidationError(f"标准答案 {key} 必须在 {MIN_SCORE}-{MAX_SCORE} 之间，收到 {show(value)}")
     return dict(gold)
+
+
+def _given(text: Any) -> bool:
+    """A comment or rewrite that counts as given (its type is checked by ``add_rating``)."""
+    return text is not None and not (isinstance(text, str) and not text.strip())
 
 
 class AssignmentsMixin(StoreBase):
@@ -100,14 +109,17 @@ class AssignmentsMixin(StoreBase):
         ids = _int_list(message_ids, "回复 ID", MAX_BATCH_ITEMS)
         if isinstance(assignees, (str, bytes)) or not isinstance(assignees, Iterable):
             raise ValidationError(f"评分人必须是账号列表，收到 {show(assignees)}")
-        raters = list(dict.fromkeys(assignees))
+        raters = [check_label(a, "评分人") if isinstance(a, str) else show_refused(a) for a in assignees]
+        raters = list(dict.fromkeys(raters))
         if not raters or len(raters) > MAX_BATCH_RATERS:
             raise ValidationError(f"评分人必须是 1-{MAX_BATCH_RATERS} 个账号，收到 {len(raters)} 个")
         if k > len(raters):
             raise ValidationError(f"每条回复要 {k} 位评分人，但只选了 {len(raters)} 位：请多选评分人或减小 k")
         gold_by_id: dict[int, str] = {}
+        if gold is not None and not isinstance(gold, dict):
+            raise ValidationError(f"标准答案必须是 {{回复 ID: 期望的评价}} 的映射，收到 {show(gold)}")
         for key, value in (gold or {}).items():
-            mid = int(key) if isinstance(key, str) and key.isdigit() else key
+            mid = int(key) if isinstance(key, str) and key.isascii() and key.isdecimal() else key
             if check_id(mid, "标准答案的回复 ID") not in ids:
                 raise ValidationError(f"标准答案的回复 {mid} 不在这个批次里")
             gold_by_id[mid] = to_json(check_gold(value), "标准答案")
@@ -227,16 +239,14 @@ class AssignmentsMixin(StoreBase):
         task_id = check_id(task_id, "任务 ID")
         if thumb not in (None, 0) and (isinstance(thumb, bool) or thumb not in (1, -1)):
             raise ValidationError(f"点赞值必须是 1（赞）、-1（踩）或不选，收到 {show(thumb)}")
-        tags = list(tags or [])
-        has_rating = any(v is not None for v in scores.values()) or tags or (comment or "").strip() \
-            or (rewrite or "").strip()
+        has_rating = any(v is not None for v in scores.values()) or bool(tags) or _given(comment) or _given(rewrite)
         if not has_rating and not thumb:
             raise ValidationError("评分为空：请至少给出一项评分、标签、评语、改写或赞/踩")
         with self._write() as conn:
             task = self._open_task(conn, task_id, assignee)
             rating = None
             if has_rating:
-                rating = self.add_rating(task["message_id"], assignee, tags=tags, comment=comment,  # type: ignore[attr-defined]
+                rating = self.add_rating(task["message_id"], assignee, tags=tags or (), comment=comment,  # type: ignore[attr-defined]
                                          rewrite=rewrite, allowed_tags=allowed_tags, **scores)
             if thumb:
                 self.set_thumb(task["message_id"], assignee, thumb)  # type: ignore[attr-defined]

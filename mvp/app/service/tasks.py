@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mvp.counsel.cases import load_cases
+from mvp.store.validation import check_id, check_label
 
 from .base import ServiceBase, ServiceError
 
@@ -39,18 +40,21 @@ class TasksMixin(ServiceBase):
         """Admin: every complete model reply of the chosen conversations, each to k of ``assignees``."""
         self.require_admin(name)
         if not isinstance(conversation_ids, (list, tuple)) or not conversation_ids:
-            raise ServiceError("请至少选择一段对话")
+            raise ServiceError("请至少选择一段对话（conversation_ids 是对话 ID 的列表）")
         if len(conversation_ids) > MAX_CONVERSATIONS:
             raise ServiceError(f"一个批次最多 {MAX_CONVERSATIONS} 段对话")
+        conversation_ids = list(dict.fromkeys(check_id(c, "对话 ID") for c in conversation_ids))
+        check_label(batch_name, "批次名称")
+        self._check_assignees(k, assignees)
         replies = []
-        for cid in dict.fromkeys(conversation_ids):
+        for cid in conversation_ids:
             for turn in self.store.get_history(cid, include_notices=False):  # NotFound for a bad id
                 if turn["role"] == "user":
                     replies += [m["id"] for m in self.store.list_alternatives(turn["id"])
                                 if m["status"] == "complete" and m["content"].strip()]
         if not replies:
             raise ServiceError("所选对话里还没有模型回复")
-        source = {"kind": "conversations", "conversation_ids": list(dict.fromkeys(conversation_ids))}
+        source = {"kind": "conversations", "conversation_ids": conversation_ids}
         return self._create_batch(name, batch_name, replies, k, assignees, source, gold)
 
     def create_batch_from_version(self, name: str, batch_name: str, version_id: int | None, k: int,
@@ -66,7 +70,8 @@ class TasksMixin(ServiceBase):
             raise ServiceError(f"最多生成 {MAX_VERSION_ITEMS} 条回复：请减少个案数或轮数"
                                f"（现在是 {n_cases} × {turns_per_case}）")
         version = self.store.get_model_version(version_id or self.engines.primary_id)
-        # Checked before any reply is generated: an unusable list must not cost minutes of generation.
+        # Checked before any reply is generated: nothing is written for a batch that would be refused.
+        check_label(batch_name, "批次名称")
         self._check_assignees(k, assignees)
         cases = load_cases()[:n_cases]
         total = sum(min(turns_per_case, len(c.client_lines)) for c in cases)
@@ -90,10 +95,16 @@ class TasksMixin(ServiceBase):
         return self._create_batch(name, batch_name, replies, k, assignees, source, None)
 
     def _check_assignees(self, k, assignees) -> None:
+        """Every assignee an enabled clinician or admin, and 1 <= k <= their number."""
         if not isinstance(assignees, (list, tuple)) or not assignees:
-            raise ServiceError("请至少选择一位评分人")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(set(assignees)):
-            raise ServiceError(f"每条回复的评分人数 k 必须在 1 到所选评分人数（{len(set(assignees))}）之间，收到 {k!r}")
+            raise ServiceError("请至少选择一位评分人（assignees 是账号名的列表）")
+        for rater in assignees:
+            user = self.store.get_user(rater) if isinstance(rater, str) and rater else None
+            if user is None or user.get("disabled") or user["role"] not in ("clinician", "admin"):
+                raise ServiceError(f"评分人必须是已启用的临床或管理员账号，收到 {str(rater)[:40]!r}")
+        n = len(set(assignees))
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n:
+            raise ServiceError(f"每条回复的评分人数 k 必须在 1 到所选评分人数（{n}）之间，收到 {str(k)[:20]}")
 
     def _create_batch(self, name, batch_name, replies, k, assignees, source, gold) -> dict:
         self._check_assignees(k, assignees)
