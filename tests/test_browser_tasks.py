@@ -115,3 +115,19 @@ def test_hostile_task_calls_through_the_api_change_nothing(app):
     boss = Client(app.url, auth=("boss", PASSWORD), verbose=False)
     report = boss.predict(0, api_name="/agreement")
     assert [m["id"] for m in report["measures"]][:1] == ["overall"]
+    with pytest.raises(Exception, match="评分人"):  # refused before any reply is generated
+        boss.predict("x", 0, 1, ["nobody"], 1, 1, api_name="/create_version_batch")
+    assert db_rows(app.db, "SELECT COUNT(*) AS n FROM conversations")[0]["n"] == 1
+
+
+def test_batch_from_the_served_model_over_sample_cases(app):
+    """The real engine answers two client turns of one bundled case into an admin-owned conversation."""
+    boss = Client(app.url, auth=("boss", PASSWORD), verbose=False)
+    result = boss.predict("模型版本 · 示例个案", 0, 1, ["li"], 1, 2, api_name="/create_version_batch")
+    assert (result["items"], result["tasks"]) == (2, 2)
+    made = db_rows(app.db, "SELECT user_name, case_id FROM conversations WHERE case_id IS NOT NULL")
+    assert len(made) == 1 and made[0]["user_name"] == "boss"
+    li = Client(app.url, auth=("li", PASSWORD), verbose=False)
+    assert li.predict(100, api_name="/conversations") == []  # not in the clinician's own list
+    task = li.predict(result["batch_id"], api_name="/next_task")
+    assert task["reply"] and task["context"][0]["role"] == "user" and "model_version_id" not in task

@@ -67,16 +67,16 @@ def build_tabs(demo: gr.Blocks, service: Service, dashboard: list, dashboard_tri
         with gr.Row():
             batch_name = gr.Textbox(label="批次名称", elem_id="batch-name", scale=2)
             kind = gr.Radio(SOURCE_CHOICES, value=SOURCE_CONVERSATIONS, label="回复来源", elem_id="batch-kind", scale=3)
-        conversations = gr.Dropdown([], multiselect=True, label="对话（来源为“所选对话”时）", elem_id="batch-convs")
-        with gr.Row():
-            version = gr.Dropdown([], label="模型版本（来源为“模型版本”时）", elem_id="batch-version")
+        conversations = gr.Dropdown([], multiselect=True, label="对话", elem_id="batch-convs")
+        with gr.Row(visible=False) as version_row:
+            version = gr.Dropdown([], label="模型版本", elem_id="batch-version")
             n_cases = gr.Number(value=3, precision=0, minimum=1, maximum=40, label="示例个案数", elem_id="batch-cases")
             turns = gr.Number(value=2, precision=0, minimum=1, maximum=10, label="每个个案的来访者轮数", elem_id="batch-turns")
         with gr.Row():
             raters = gr.CheckboxGroup([], label="评分人", elem_id="batch-raters", scale=3)
             k = gr.Number(value=2, precision=0, minimum=1, maximum=20, label="每条回复的评分人数 k", elem_id="batch-k", scale=1)
         gold = gr.Textbox(label='标准答案（可选，JSON：{"回复ID": {"thumb": 1 或 -1, "min_overall": 4, "max_overall": 2}}）',
-                          lines=2, elem_id="batch-gold")
+                          info="回复 ID 可通过 API 的 /history 查到（每条消息带 id）", lines=2, elem_id="batch-gold")
         with gr.Row():
             create = gr.Button("创建批次并分配", variant="primary", elem_id="batch-create")
             reload = gr.Button("刷新", size="sm", elem_id="batch-refresh")
@@ -85,6 +85,9 @@ def build_tabs(demo: gr.Blocks, service: Service, dashboard: list, dashboard_tri
         per_rater = gr.Dataframe(label="每个批次、每位评分人的进度", elem_id="batch-progress", wrap=True, interactive=False)
 
     demo.load(h.on_load, None, [tasks_tab, batches_tab], **PRIVATE)
+    kind.change(lambda k: (gr.update(visible=k == SOURCE_CONVERSATIONS), gr.update(visible=k == SOURCE_CONVERSATIONS),
+                           gr.update(visible=k != SOURCE_CONVERSATIONS)),
+                [kind], [conversations, gold, version_row], queue=False, **PRIVATE)
     view = [progress, task_id, context, reply, box, *scores, thumb, tags, comment, rewrite, status]
     for trigger in (tasks_tab.select, refresh.click):
         trigger(h.on_open, None, view, **PRIVATE)
