@@ -100,6 +100,18 @@ def test_admin_batch_two_clinicians_rate_dashboard_shows_alpha(app, browser):
     assert "总体" in table and "点赞/点踩" in table and "可信" in table
     admin.locator("#agreement").scroll_into_view_if_needed()
     admin.screenshot(path=str(ARTIFACTS / "tasks-dashboard-agreement.png"), full_page=True)
+
+    # a batch from the served model over one sample case, made in the form (generation in the handler)
+    admin.get_by_role("tab", name="评分批次").click()
+    admin.locator("#batch-kind label", has_text="模型版本").click()
+    admin.wait_for_selector("#batch-convs", state="hidden")
+    admin.locator("#batch-name input, #batch-name textarea").first.fill("模型回答示例个案")
+    admin.locator("#batch-cases input").fill("1")
+    admin.locator("#batch-turns input").fill("1")
+    admin.locator("#batch-k input").fill("1")
+    admin.locator("#batch-create").click()
+    wait_text(admin, "#batch-status", "已创建批次 #2：1 条回复", timeout=60_000)
+    admin.screenshot(path=str(ARTIFACTS / "tasks-batch-from-version.png"), full_page=True)
     assert admin.errors == []
 
 
@@ -115,9 +127,10 @@ def test_hostile_task_calls_through_the_api_change_nothing(app):
     boss = Client(app.url, auth=("boss", PASSWORD), verbose=False)
     report = boss.predict(0, api_name="/agreement")
     assert [m["id"] for m in report["measures"]][:1] == ["overall"]
+    conversations = db_rows(app.db, "SELECT COUNT(*) AS n FROM conversations")[0]["n"]
     with pytest.raises(Exception, match="评分人"):  # refused before any reply is generated
         boss.predict("x", 0, 1, ["nobody"], 1, 1, api_name="/create_version_batch")
-    assert db_rows(app.db, "SELECT COUNT(*) AS n FROM conversations")[0]["n"] == 1
+    assert db_rows(app.db, "SELECT COUNT(*) AS n FROM conversations")[0]["n"] == conversations
 
 
 def test_batch_from_the_served_model_over_sample_cases(app):
@@ -126,7 +139,7 @@ def test_batch_from_the_served_model_over_sample_cases(app):
     result = boss.predict("模型版本 · 示例个案", 0, 1, ["li"], 1, 2, api_name="/create_version_batch")
     assert (result["items"], result["tasks"]) == (2, 2)
     made = db_rows(app.db, "SELECT user_name, case_id FROM conversations WHERE case_id IS NOT NULL")
-    assert len(made) == 1 and made[0]["user_name"] == "boss"
+    assert len(made) == 2 and {m["user_name"] for m in made} == {"boss"}  # this one and the form's
     li = Client(app.url, auth=("li", PASSWORD), verbose=False)
     assert li.predict(100, api_name="/conversations") == []  # not in the clinician's own list
     task = li.predict(result["batch_id"], api_name="/next_task")
