@@ -98,6 +98,7 @@ def test_admin_batch_two_clinicians_rate_dashboard_shows_alpha(app, browser):
     wait_text(admin, "#batch-progress-dash", "已完成 3 / 3")
     table = admin.inner_text("#agreement")
     assert "总体" in table and "点赞/点踩" in table and "可信" in table
+    assert "第一轮" in admin.inner_text("#agreement-batches") and "（n=3）" in admin.inner_text("#agreement-batches")
     admin.locator("#agreement").scroll_into_view_if_needed()
     admin.screenshot(path=str(ARTIFACTS / "tasks-dashboard-agreement.png"), full_page=True)
 

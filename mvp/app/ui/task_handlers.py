@@ -54,6 +54,17 @@ def raters_frame(report: dict):
     return render.frame(rows, columns)
 
 
+MAX_BATCHES_SHOWN = 10  # per-batch alpha on the dashboard: the newest batches
+
+
+def batch_agreement_frame(reports: list[tuple[dict, dict]]):
+    """One row per batch: alpha (n) of each measure over that batch's finished tasks."""
+    names = [(m["id"], m["name"]) for m in reports[0][1]["measures"] if m["id"] != "comparisons"] if reports else []
+    rows = [[b["id"], b["name"]] + [_alpha_text(next(m for m in r["measures"] if m["id"] == key)) for key, _ in names]
+            for b, r in reports]
+    return render.frame(rows, ["批次", "名称"] + [f"α {n}" for _, n in names])
+
+
 def progress_frame(rows: list[dict]):
     return render.frame([[r["batch_id"], r["name"], r["assignee"], r["done"], r["skipped"], r["open"],
                           f"已完成 {r['done']} / {r['total']}"] for r in rows], PROGRESS_COLUMNS)
@@ -191,5 +202,6 @@ class TaskHandlers:
     def on_dashboard(self, request: gr.Request):
         name = username(request)
         report = self.service.agreement(name)
-        return (AGREEMENT_HELP, measures_frame(report), raters_frame(report),
+        per_batch = [(b, self.service.agreement(name, b["id"])) for b in self.service.batches(name)[:MAX_BATCHES_SHOWN]]
+        return (AGREEMENT_HELP, measures_frame(report), raters_frame(report), batch_agreement_frame(per_batch),
                 progress_frame(self.service.batch_progress(name)))

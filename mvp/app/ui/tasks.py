@@ -26,11 +26,13 @@ PRIVATE = {"api_visibility": "undocumented"}
 
 
 def dashboard_section() -> list:
-    """The agreement part of the dashboard: help text, alpha per measure, per rater, batch progress."""
+    """The agreement part of the dashboard: help text, alpha per measure, per rater, per batch, progress."""
     gr.Markdown("### 评分一致性与评分任务进度")
     return [gr.Markdown(elem_id="agreement-help"),
             gr.Dataframe(label="一致性（全部评分）", elem_id="agreement", wrap=True, interactive=False),
             gr.Dataframe(label="各评分者与其他人的一致性", elem_id="agreement-raters", wrap=True, interactive=False),
+            gr.Dataframe(label="各评分批次的一致性（只算该批次已完成的任务）", elem_id="agreement-batches", wrap=True,
+                         interactive=False),
             gr.Dataframe(label="评分任务进度（每个批次、每位评分人）", elem_id="batch-progress-dash", wrap=True,
                          interactive=False)]
 
