@@ -99,7 +99,7 @@ def test_admin_batch_two_clinicians_rate_dashboard_shows_alpha(app, browser):
     table = admin.inner_text("#agreement")
     assert "总体" in table and "点赞/点踩" in table and "可信" in table
     assert "第一轮" in admin.inner_text("#agreement-batches") and "（n=3）" in admin.inner_text("#agreement-batches")
-    admin.locator("#agreement").scroll_into_view_if_needed()
+    admin.wait_for_timeout(500)  # the plots above settle their height
     admin.screenshot(path=str(ARTIFACTS / "tasks-dashboard-agreement.png"), full_page=True)
 
     # a batch from the served model over one sample case, made in the form (generation in the handler)
