@@ -25,11 +25,14 @@ PASSWORD = "reliab-pass-123"
 ACCOUNTS = {"boss": "admin", "wang": "clinician", "li": "clinician", "expo": "demo"}
 # Tables whose rows the app writes; compared before and after every call.
 TABLES = ("conversations", "messages", "ratings", "thumbs", "comparisons", "flags", "deletion_log", "assessments",
-          "assessment_items")
+          "assessment_items", "rating_batches", "rating_tasks")
 # Named API endpoints registered by mvp.app.ui.register_api.
 ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/history", "/rate", "/thumb",
              "/compare", "/choose", "/flags", "/review_flag", "/start_screening", "/screening", "/correct_item",
-             "/audit", "/delete_conversation", "/conversations", "/review_queue", "/abandon_screening")
+             "/audit", "/delete_conversation", "/conversations", "/review_queue", "/abandon_screening",
+             # mvp.app.ui.tasks.register_task_api
+             "/my_tasks", "/next_task", "/submit_task", "/skip_task", "/create_batch", "/create_version_batch",
+             "/batches", "/batch_progress", "/agreement")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.app.ui.user_errors: an exception the service did not expect
 

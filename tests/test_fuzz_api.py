@@ -156,8 +156,27 @@ ARGS = {
     "/conversations": st.tuples(st.one_of(st.integers(-5, 20_000), nasty)),
     "/review_queue": st.tuples(st.one_of(st.booleans(), nasty)),
     "/abandon_screening": st.tuples(ids("throwaway", "foreign_conv")),
+    "/my_tasks": st.lists(nasty, max_size=2),
+    "/next_task": st.tuples(ids("batch")),
+    "/submit_task": st.tuples(ids("task", "task2", "foreign_task"),
+                              st.one_of(st.none(), st.fixed_dictionaries({"overall": score}), nasty),
+                              st.one_of(st.sampled_from([1, -1, 0]), nasty), tags, free_text, free_text),
+    "/skip_task": st.tuples(ids("task2", "foreign_task")),
+    "/create_batch": st.tuples(st.one_of(st.sampled_from(["第一轮"]), strings, nasty),
+                               st.one_of(st.lists(conversation, max_size=2), nasty),
+                               st.one_of(st.integers(-1, 3), nasty),
+                               st.one_of(st.lists(st.sampled_from(["wang", "li", "boss", "expo", "nobody"]), max_size=3), nasty),
+                               st.one_of(st.none(), nasty)),
+    "/create_version_batch": st.tuples(st.one_of(strings, nasty), st.one_of(st.sampled_from([0, 999_999]), nasty),
+                                       st.one_of(st.integers(-1, 3), nasty),
+                                       st.one_of(st.lists(st.sampled_from(["li", "expo", "nobody"]), max_size=2), nasty),
+                                       st.one_of(st.integers(-1, 2), nasty), st.one_of(st.integers(-1, 2), nasty)),
+    "/batches": st.lists(nasty, max_size=2),
+    "/batch_progress": st.tuples(ids("batch")),
+    "/agreement": st.tuples(ids("batch")),
 }
-ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit", "/review_queue")
+ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit", "/review_queue", "/create_batch", "/create_version_batch",
+                   "/batches", "/batch_progress", "/agreement")
 
 # What an accepted call may change: table -> allowed row-count delta (a set) or a predicate.
 ANY_GROWTH = lambda d: d >= 0  # noqa: E731
@@ -174,6 +193,13 @@ ACCEPTED_DELTAS = {
     "/thumb": {"thumbs": {-1, 0, 1}},
     "/choose": {"comparisons": {1}},
     "/review_flag": {},  # an update only
+    "/my_tasks": NO_CHANGE, "/next_task": NO_CHANGE, "/batches": NO_CHANGE, "/batch_progress": NO_CHANGE,
+    "/agreement": NO_CHANGE,
+    "/submit_task": {"ratings": {0, 1}, "thumbs": {0, 1}},  # and the task's status
+    "/skip_task": {},  # an update only
+    "/create_batch": {"rating_batches": {1}, "rating_tasks": ANY_GROWTH},
+    "/create_version_batch": {"conversations": ANY_GROWTH, "messages": ANY_GROWTH, "flags": ANY_GROWTH,
+                              "rating_batches": {1}, "rating_tasks": ANY_GROWTH},
     "/start_screening": {"assessments": {1}, "messages": {2}},
     "/correct_item": {},  # an update only
     "/delete_conversation": {"conversations": {-1}, "deletion_log": {1}, "messages": lambda d: d <= 0,
@@ -181,7 +207,8 @@ ACCEPTED_DELTAS = {
                              "comparisons": lambda d: d <= 0, "flags": lambda d: d <= 0,
                              "assessments": lambda d: d <= 0, "assessment_items": lambda d: d <= 0},
 }
-READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit", "/conversations", "/review_queue")
+READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit", "/conversations", "/review_queue",
+             "/my_tasks", "/next_task", "/batches", "/batch_progress", "/agreement")
 
 # Hand-picked edge cases, always tried first (hypothesis' explicit phase), then MAX_EXAMPLES generated.
 C, R = Ref("conv"), Ref("reply")
@@ -216,6 +243,24 @@ EXPLICIT = {
     "/conversations": [[0], [2**63], ["1"], [None], [math.nan]],
     "/review_queue": [[math.nan], ["\ud800"], [{"a": 1}]],
     "/abandon_screening": [[2**63], [Ref("foreign_conv")], [Ref("throwaway")], [None]],
+    "/my_tasks": [[None]],
+    "/next_task": [[2**63], ["1"], [math.nan], [Ref("batch")]],
+    "/submit_task": [[Ref("foreign_task"), {"overall": 3}, 0, None, None, None], [Ref("task"), [4], 0, None, None, None],
+                     [Ref("task"), {"overall": 6}, 0, None, None, None], [Ref("task"), {"warmth": 3}, 0, None, None, None],
+                     [Ref("task"), None, 2, None, None, None], [Ref("task"), None, math.nan, None, None, None],
+                     [Ref("task"), None, 0, "过长", None, None], [Ref("task"), None, 0, None, 5, None],
+                     [Ref("task"), {"overall": 3}, 0, None, Big("x", 100_000), None], [Ref("task"), None, 0, None, None, None],
+                     [2**64, {"overall": 3}, 0, None, None, None], [Ref("task"), {"overall": 4}, 1, ["说教"], "好", None]],
+    "/skip_task": [[Ref("foreign_task")], [2**63], ["1"]],
+    "/create_batch": [["", [C], 1, ["li"], None], ["b", "1,2", 1, ["li"], None], ["b", [[1]], 1, ["li"], None],
+                      ["b", [C], 2, ["li"], None], ["b", [C], 1, [["li"]], None], ["b", [C], 1, ["expo"], None],
+                      ["b", [C], 1, ["li"], [1]], ["b", [C], 1, ["li"], {"²": {"thumb": 1}}],
+                      ["b", [C], 1, ["li"], {"1": {"thumb": 5}}], ["b", [C], True, ["li"], None], ["b", [C], 1, ["li"], None]],
+    "/create_version_batch": [["", 0, 1, ["li"], 1, 1], ["b", 0, 1, ["nobody"], 1, 1], ["b", 999_999, 1, ["li"], 1, 1],
+                              ["b", 0, 1, ["li"], 100, 100], ["b", 0, 1, ["li"], True, 1], ["b", 0, 1, ["li"], 1, 1]],
+    "/batches": [[None]],
+    "/batch_progress": [[2**63], [math.nan], [Ref("batch")]],
+    "/agreement": [[2**63], ["1"], [999_999], [Ref("batch")]],
 }
 
 
@@ -257,6 +302,11 @@ def world(tiny_model_dir, tmp_path_factory):
         "cmp_b": pair["message_b"], "foreign_reply": foreign_reply["message_id"], "flag": flag,
         "case": load_cases()[0].id, "conv_screen": screen, "assessment": assessment,
     }
+    batch = boss.predict("fuzz", [conv], 1, ["wang"], None, api_name="/create_batch")["batch_id"]
+    boss.predict("fuzz-li", [foreign], 1, ["li"], None, api_name="/create_batch")
+    tasks = rows(db, "SELECT id, assignee FROM rating_tasks ORDER BY id")
+    values.update(batch=batch, task=tasks[0]["id"], task2=tasks[1]["id"],
+                  foreign_task=next(t["id"] for t in tasks if t["assignee"] == "li"))
     raw = {"wang": RawCaller(app.url, wang.cookies), "boss": RawCaller(app.url, boss.cookies)}
     started = time.monotonic()
     yield {"app": app, "db": db, "values": values, "raw": raw, "wang": wang}

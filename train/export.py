@@ -4,6 +4,7 @@
     python -m train.export --db feedback.db --out exports/try2 --seed 1 --eval-fraction 0.2 \\
         --kto-threshold 4 --sft-threshold 4 --score-margin 2 --aggregate majority
     python -m train.export --db feedback.db --out exports/everything --include-demo --include-disabled
+    python -m train.export --db feedback.db --out exports/agreed --min-rater-alpha 0.4 --rater-policy weight
 
 From Python (the training pipeline): `export(db_path, out_dir, ExportOptions(...)) -> manifest dict`.
 
@@ -55,6 +56,8 @@ MANIFEST_VERSION = 1
 SPLITS = ("train", "eval")
 FORMAT_KINDS = ("dpo", "kto", "sft")
 MAX_EVAL_FRACTION = 0.9
+RATER_POLICIES = ("exclude", "weight")
+RATER_ALPHA_MEASURE = "overall"  # the score the export aggregates: a rater's agreement is judged on it
 
 
 class ExportError(Exception):
@@ -71,8 +74,14 @@ class ExportOptions(samples.SampleOptions):
     scrub: bool = True
     overwrite: bool = False
     stages_file: str | None = None
+    min_rater_alpha: float | None = None
+    rater_policy: str = "exclude"
 
     def __post_init__(self) -> None:
+        if self.min_rater_alpha is not None and not -1 < self.min_rater_alpha <= 1:
+            raise ExportError(f"--min-rater-alpha 必须在 (-1, 1] 之间，收到 {self.min_rater_alpha}")
+        if self.rater_policy not in RATER_POLICIES:
+            raise ExportError(f"--rater-policy 必须是 {' / '.join(RATER_POLICIES)}，收到 {self.rater_policy!r}")
         if not 0 <= self.eval_fraction <= MAX_EVAL_FRACTION:
             raise ExportError(f"--eval-fraction 必须在 0-{MAX_EVAL_FRACTION} 之间，收到 {self.eval_fraction}")
         try:  # thresholds, margin and aggregate checked here, before any work
@@ -126,6 +135,39 @@ def read_snapshot(db_path: Path) -> tuple[dict[str, list[dict]], int]:
             return store.export_snapshot(include_demo=True, include_disabled=True), store.schema_version
     except StoreError as exc:
         raise ExportError(str(exc)) from None
+
+
+def rater_weights(db_path: Path, options: ExportOptions) -> tuple[dict[str, float] | None, dict | None]:
+    """(rater -> weight, the manifest's record) from each rater's agreement with the others on
+    `overall` (mvp.store.agreement: the rater against the others' median). Below `min_rater_alpha`:
+    weight 0 (policy exclude) or max(alpha, 0) / threshold (policy weight; a threshold <= 0 gives 0).
+    A rater without enough overlap to measure keeps weight 1 and is listed as such."""
+    if options.min_rater_alpha is None:
+        return None, None
+    from mvp.store import Store, StoreError
+
+    try:
+        with Store(db_path) as store:
+            report = store.agreement_report(include_demo=options.include_demo)
+    except StoreError as exc:
+        raise ExportError(str(exc)) from None
+    weights, raters, threshold = {}, [], options.min_rater_alpha
+    for entry in report["raters"]:
+        measure = entry["measures"].get(RATER_ALPHA_MEASURE)
+        if measure is None:
+            continue
+        alpha, action, weight = measure["alpha"], "kept", 1.0
+        if alpha is None:
+            action = "not_enough_overlap"
+        elif alpha < threshold:
+            weight = 0.0 if options.rater_policy == "exclude" or threshold <= 0 else round(max(alpha, 0) / threshold, 4)
+            action = "excluded" if weight == 0 else "weighted"
+            weights[entry["rater"]] = weight
+        raters.append({"rater": entry["rater"], "alpha": alpha, "n_items": measure["n_items"], "action": action,
+                       "weight": weight})
+    record = {"min_alpha": threshold, "policy": options.rater_policy, "measure": f"{RATER_ALPHA_MEASURE} (interval, "
+              "rater vs the median of the others)", "raters": raters}
+    return weights, record
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -207,7 +249,8 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
         raise ExportError(f"输出目录已存在 / output exists: {out}（用 --overwrite 替换 / use --overwrite）")
     stages = _load_stages(options.stages_file)
     snapshot, schema_version = read_snapshot(db_path)
-    builder = samples.build_samples(snapshot, stages, sample_options, _crisis_instruction())
+    weights, agreement_record = rater_weights(db_path, options)
+    builder = samples.build_samples(snapshot, stages, sample_options, _crisis_instruction(), weights)
     if not builder.has_feedback():
         raise ExportError("数据库中没有可导出的评分、点赞或比较记录，未写入任何文件 / no ratings, thumbs or "
                           f"comparisons to export, nothing written (excluded: "
@@ -252,6 +295,7 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
             "system_prompt_rule": f"gen_params.{samples.SYSTEM_PROMPT_KEY} when recorded, else the "
                                   "stage instruction (crisis instruction first after a crisis)",
             "inputs": result.inputs,
+            "rater_agreement": agreement_record,
             "excluded": dict(sorted(result.excluded.items())),
             "split": {"by": "conversation (seeded hash)", "seed": options.seed,
                       "eval_fraction": options.eval_fraction,
@@ -334,6 +378,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="also use ratings, thumbs and comparisons of disabled accounts")
     parser.add_argument("--no-scrub", dest="scrub", action="store_false",
                         help="do NOT replace personal data (phone numbers, ID numbers, names...) in the export")
+    parser.add_argument("--min-rater-alpha", type=float, default=None, metavar="ALPHA",
+                        help="leave out (or down-weight) raters whose Krippendorff's alpha on the overall score, "
+                        "against the other raters, is below ALPHA (see python -m train.agreement); default: off")
+    parser.add_argument("--rater-policy", choices=RATER_POLICIES, default=d.rater_policy,
+                        help="with --min-rater-alpha: exclude such raters, or weight them by alpha / ALPHA (default exclude)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
     parser.add_argument("--stages", dest="stages_file", metavar="YAML",
                         help="stages file whose instructions were the system prompts (default config/stages.yaml)")

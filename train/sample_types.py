@@ -80,14 +80,19 @@ class BuildResult:
     inputs: dict = field(default_factory=dict)
 
 
-def aggregate_scores(values: list, how: str) -> tuple[float | None, bool]:
+def aggregate_scores(values: list, how: str, weights: list | None = None) -> tuple[float | None, bool]:
     """(aggregate `overall` of several raters, whether a majority was tied): mean, or majority vote
-    (None on a tie or with no values)."""
-    if not values:
+    (None on a tie or with no values). `weights` (one per value, default 1) down-weight raters who
+    agree little with the others (`train.export --rater-policy weight`)."""
+    weights = [1.0] * len(values) if weights is None else weights
+    if not values or sum(weights) <= 0:
         return None, False
     if how == "mean":
-        return round(sum(values) / len(values), 4), False
-    ranked = Counter(values).most_common()
+        return round(sum(v * w for v, w in zip(values, weights)) / sum(weights), 4), False
+    votes: Counter = Counter()
+    for value, weight in zip(values, weights):
+        votes[value] += weight
+    ranked = votes.most_common()
     if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
         return None, True
     return float(ranked[0][0]), False

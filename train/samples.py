@@ -12,7 +12,8 @@ Rules (issue 4):
 - A reply's own text = what the model wrote: the crisis preamble the app prepends is removed when its
   length is recorded, and a blocked reply contributes its original (unsafe) text, only ever as a
   negative example.
-- Several raters: latest rating per (reply, rater), aggregated by mean or majority of `overall`.
+- Several raters: latest rating per (reply, rater), aggregated by mean or majority of `overall`;
+  raters whose agreement is low can be left out or down-weighted (`rater_weights`, from train.export).
 - DPO: comparisons (ties, "both bad" and conflicting votes give no pair), rewrites (rewrite over the
   reply), scores (alternatives of one turn whose aggregate gap >= margin).
 - KTO: every rated reply, label = aggregate >= threshold, or the net thumb when no overall score.
@@ -39,8 +40,9 @@ class Builder:
     """Indexes one snapshot and derives every kind of sample from it."""
 
     def __init__(self, snapshot: dict[str, list[dict]], stages, options: SampleOptions,
-                 crisis_instruction: str | None = None):
+                 crisis_instruction: str | None = None, rater_weights: dict[str, float] | None = None):
         self.opt = options
+        self.weights = rater_weights or {}  # rater -> weight (0: excluded); absent raters weigh 1
         self.stages = stages
         self.crisis_instruction = crisis_instruction
         self.result = BuildResult(samples={kind: [] for kind in KINDS}, assessment=[])
@@ -56,7 +58,7 @@ class Builder:
             self.ratings[rating["message_id"]].append(rating)
         self.thumbs: dict[int, list[int]] = defaultdict(list)
         for thumb in self.thumb_rows:
-            self.thumbs[thumb["message_id"]].append(int(thumb["value"]))
+            self.thumbs[thumb["message_id"]].append(int(thumb["value"]) * self.weights.get(thumb.get("rater"), 1))
         self._scores: dict[int, float | None] = {}
 
     # -- input selection ---------------------------------------------------------------------
@@ -66,6 +68,9 @@ class Builder:
             return False
         if rater and row.get("rater_disabled") and not self.opt.include_disabled:
             self.result.excluded[f"disabled_rater_{what}"] += 1
+            return False
+        if rater and self.weights.get(row.get("rater"), 1) <= 0:  # agreement below --min-rater-alpha
+            self.result.excluded[f"low_agreement_rater_{what}"] += 1
             return False
         return True
 
@@ -170,8 +175,9 @@ class Builder:
     def score(self, mid: int) -> float | None:
         """Aggregate `overall` over raters (None: no overall score, or no majority)."""
         if mid not in self._scores:
-            values = [r["overall"] for r in self.ratings.get(mid, []) if r["overall"] is not None]
-            value, tied = aggregate_scores(values, self.opt.aggregate)
+            rated = [r for r in self.ratings.get(mid, []) if r["overall"] is not None]
+            value, tied = aggregate_scores([r["overall"] for r in rated], self.opt.aggregate,
+                                           [self.weights.get(r.get("rater"), 1) for r in rated])
             if tied:
                 self.notes["replies_without_majority_score"] += 1
             self._scores[mid] = value
@@ -391,9 +397,10 @@ def _versions(messages: Sequence[dict]) -> tuple[int, ...]:
 
 
 def build_samples(snapshot: dict[str, list[dict]], stages, options: SampleOptions,
-                  crisis_instruction: str | None = None) -> Builder:
-    """A Builder for the snapshot (call `.has_feedback()` and `.build()`)."""
-    return Builder(snapshot, stages, options, crisis_instruction)
+                  crisis_instruction: str | None = None, rater_weights: dict[str, float] | None = None) -> Builder:
+    """A Builder for the snapshot (call `.has_feedback()` and `.build()`); `rater_weights` from the
+    agreement check of `train.export` (0 = leave the rater's judgements out)."""
+    return Builder(snapshot, stages, options, crisis_instruction, rater_weights)
 
 
 __all__ = ["AGGREGATES", "BuildResult", "Builder", "Sample", "SampleError", "SampleOptions",

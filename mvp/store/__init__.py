@@ -21,7 +21,8 @@ client and model text, comments, rewrites, assessment answers and flag evidence 
 No IP address or other network detail is stored anywhere.
 
 Tables (see ``schema.py``): migrations, users, model_versions, conversations, messages, ratings,
-thumbs, comparisons, flags, assessments, assessment_items, deletion_log, audit_log.
+thumbs, comparisons, flags, assessments, assessment_items, deletion_log, audit_log, rating_batches,
+rating_tasks.
 
 API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are ISO 8601 UTC):
   users        add_user(name, password, role="clinician") -> dict; authenticate(name, password) -> bool;
@@ -62,6 +63,14 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
   export       export_snapshot(include_demo=False, include_disabled=False) -> dict of lists;
                export_conversations / export_messages / export_ratings(..., all_revisions=False) /
                export_thumbs / export_comparisons / export_assessment_items
+  assignments  create_rating_batch(name, created_by, k, message_ids, assignees, *, source=None,
+               blind=True, gold=None) -> {"batch_id", "items", "tasks", "owner_assigned"};
+               list_rating_batches(); batch_progress(batch_id=None); task_summary(assignee);
+               get_task(id); next_task(assignee, batch_id=None) -> blind view | None;
+               complete_task(task_id, assignee, *, thumb=None, tags=(), comment=None, rewrite=None,
+               allowed_tags=None, **scores); skip_task(task_id, assignee)
+  agreement    agreement_rows(batch_id=None, include_demo=False); agreement_report(batch_id=None,
+               include_demo=False) (Krippendorff's alpha, computed in ``agreement.py``)
   audit        add_audit(actor, action, target=None, detail=None) -> id; list_audit(limit=200)
   dashboard    ratings_per_day(utc_offset_hours=8); mean_scores_by_version(); win_rates();
                tag_frequencies(); clinician_activity(); summary_counts()
@@ -70,6 +79,7 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
 from __future__ import annotations
 
 from .assessments import AssessmentsMixin
+from .assignments import AssignmentsMixin
 from .audit import AuditMixin
 from .conversations import ConversationsMixin, active_path
 from .errors import NotFoundError, PermissionDeniedError, StoreError, ValidationError
@@ -107,6 +117,7 @@ class Store(
     StatsMixin,
     AuditMixin,
     RetentionMixin,
+    AssignmentsMixin,
 ):
     """feedback.db: ``Store(path, scrub=None, scrub_demo=None)``. See the module docstring for the API."""
 

@@ -14,6 +14,8 @@ Design notes:
 - ``ratings.is_latest`` marks the revision that counts, so exports need no per-row subquery.
 - ``ratings.scores`` is a JSON object ``{dimension id: 1-5}`` (migration 6 converted the five score
   columns of migration 1): a dimension added to config/rating.yaml needs no migration.
+- ``rating_tasks`` (migration 10) assign one reply to one clinician within a ``rating_batches`` row;
+  the judgement itself is an ordinary ``ratings`` / ``thumbs`` row, so exports need nothing new.
 """
 
 from __future__ import annotations
@@ -294,6 +296,39 @@ MIGRATIONS += (
         (
             "ALTER TABLE assessments ADD COLUMN state TEXT",
             "ALTER TABLE assessments ADD COLUMN paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1))",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        10,
+        "rating_batches, rating_tasks: replies assigned to several clinicians (overlap), blind, optional gold",
+        (
+            """CREATE TABLE rating_batches (
+                id INTEGER PRIMARY KEY,
+                name TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+                created_by TEXT NOT NULL REFERENCES users(name),
+                created_at TEXT NOT NULL,
+                k INTEGER NOT NULL CHECK (typeof(k) = 'integer' AND k BETWEEN 1 AND 20),
+                source TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(source) AND json_type(source) = 'object'),
+                blind INTEGER NOT NULL DEFAULT 1 CHECK (blind IN (0, 1))
+            )""",
+            """CREATE TABLE rating_tasks (
+                id INTEGER PRIMARY KEY,
+                batch_id INTEGER NOT NULL REFERENCES rating_batches(id) ON DELETE CASCADE,
+                message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+                assignee TEXT NOT NULL REFERENCES users(name),
+                position INTEGER NOT NULL CHECK (position >= 1),
+                status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'done', 'skipped')),
+                gold TEXT CHECK (gold IS NULL OR (json_valid(gold) AND json_type(gold) = 'object')),
+                done_at TEXT,
+                CHECK ((status = 'open') = (done_at IS NULL)),
+                UNIQUE (batch_id, message_id, assignee)
+            )""",
+            "CREATE INDEX rating_tasks_assignee ON rating_tasks (assignee, status, batch_id, position)",
+            "CREATE INDEX rating_tasks_batch ON rating_tasks (batch_id, status)",
+            "CREATE INDEX rating_tasks_message ON rating_tasks (message_id)",
         ),
     ),
 )

@@ -9,6 +9,7 @@ The façade is composed of one part per concern:
   chat.py      conversations and chat turns (send, regenerate, stop)
   feedback.py  blind comparisons, ratings, thumbs
   admin.py     safety review queue, dashboard figures, model versions, training-data export
+  tasks.py     rating batches and blind assigned tasks (overlap between raters), agreement
   ../screening.py  guided PHQ-9 / GAD-7 screenings
 """
 
@@ -21,11 +22,12 @@ from .admin import AdminMixin
 from .base import MAX_LOADED_ENGINES, USER_ERRORS, EnginePool, Event, ServiceError, clean_model_text
 from .chat import ChatMixin
 from .feedback import FeedbackMixin
+from .tasks import TasksMixin
 
 COMPARE_CHOICES = CHOICES  # declared once, in mvp.store.validation
 
 
-class Service(ChatMixin, FeedbackMixin, AdminMixin, ScreeningMixin):
+class Service(ChatMixin, FeedbackMixin, AdminMixin, TasksMixin, ScreeningMixin):
     """``Service(store, stages, engines, rating=None, rules=None, resources=None, model_check_engine=None)``."""
 
     def __init__(self, *args, **kwargs):

@@ -5,6 +5,8 @@
     api.py       the named API endpoints for gradio_client
     render.py    how messages, dropdowns and tables are shown
     common.py    user errors as toasts, the stream throttle, the logged-in user
+    tasks.py     the 待评分任务 and 评分批次 tabs, the dashboard's agreement section, their API
+    task_handlers.py  what those events do, and their tables
 """
 
 from .layout import build_ui

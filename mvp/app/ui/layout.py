@@ -12,7 +12,7 @@ import gradio as gr
 from mvp.app.service import Service
 from mvp.counsel.cases import load_cases
 
-from . import render
+from . import render, tasks
 from .api import check_arguments, register_api
 from .handlers import SAME_MODEL, Handlers
 
@@ -122,6 +122,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                     win_plot = gr.BarPlot(x="pair", y="win_rate", title="版本对比胜率（前者胜出的比例）", x_title="版本对（比较次数）",
                                           y_title="胜率", tooltip=["pair", "win_rate", "n"], elem_id="plot-win")
                 activity = gr.Dataframe(label="各临床人员：对话数、已评分回复、未评分回复", elem_id="activity")
+                agreement = tasks.dashboard_section()
 
             with gr.Tab("安全审查", id="review", visible=False) as review_tab:
                 gr.Markdown("触发危机识别或回复安全检查的消息，每条消息一行（最新的在前）。点击一行选择它，"
@@ -156,6 +157,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                 gr.Markdown("管理操作记录：复核标记、导出数据、删除对话、账号变更（谁、何时、对哪条记录；不含内容）。")
                 audit_table = gr.Dataframe(elem_id="audit", wrap=True)
                 refresh_audit = gr.Button("刷新", elem_id="refresh-audit")
+
+            tasks.build_tabs(demo, service, agreement, (refresh.click, dash_tab.select), model_slots)
 
             with gr.Tab("使用说明", id="help"):
                 gr.Markdown(render.help_text(service.rating))
@@ -208,5 +211,5 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         del send_event, submit_event, regen_event
 
-        check_arguments(demo, register_api(service, model_slots))
+        check_arguments(demo, register_api(service, model_slots) | tasks.register_task_api(service, model_slots))
     return demo
