@@ -231,7 +231,8 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
     eval_ids = samples.split_conversations(conversation_ids, options.seed, options.eval_fraction,
                                            min_eval=options.min_eval_conversations)
     counts = _counts(result, eval_ids)
-    warnings = noise.split_warnings(len(eval_ids), {k: counts[k]["eval"] for k in ("dpo", "sft") if k in counts})
+    warnings = noise.split_warnings(len(eval_ids), {label: counts[k]["eval"] for k, label in
+                                                    (("dpo", "偏好对"), ("sft", "SFT 对话")) if k in counts})
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"

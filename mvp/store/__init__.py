@@ -66,7 +66,8 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                export_thumbs / export_comparisons / export_assessment_items
   audit        add_audit(actor, action, target=None, detail=None) -> id; list_audit(limit=200)
   dashboard    ratings_per_day(utc_offset_hours=8); mean_scores_by_version(); win_rates();
-               tag_frequencies(); clinician_activity(); summary_counts()
+               tag_frequencies(); clinician_activity(); summary_counts();
+               arena_outcomes() (one row per comparison of two versions: the ranking's input)
 """
 
 from __future__ import annotations
