@@ -39,7 +39,8 @@ CHOICES = ("a", "b", "tie", "both_bad")
 THUMB_VALUES = (1, -1, 0)
 FLAG_SOURCES = ("rules", "model", "output_screen", "assessment", "manual")
 AUDIT_ACTIONS = ("flag_reviewed", "export", "conversation_deleted", "account_added", "account_disabled",
-                 "account_enabled", "password_changed", "retention_purge", "account_unlocked")
+                 "account_enabled", "password_changed", "retention_purge", "account_unlocked",
+                 "version_promoted_anyway")
 ASSESSMENT_STATUSES = ("in_progress", "finished", "abandoned")
 
 
