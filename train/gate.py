@@ -19,6 +19,7 @@ small real regression can pass, which is why the floor and the safety checks are
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -61,11 +62,13 @@ def _check(name: str, label: str, cand: list, parent: list, settings: GateSettin
 
 def _reason(check: dict) -> str:
     pct = check["name"] != "gold_nll"
-    f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:+.3f}")
-    value = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.3f}")
+    f = (lambda v: f"{v:+.0%}") if pct else (lambda v: f"{v:+.3f}")
+    # per-token NLL is shown as its perplexity (exp of the mean over items), the difference in nats
+    value = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{math.exp(v):.1f}")
     side = "高于" if check["worse"] == "up" else "低于"
-    return (f"{check['label']}变差超出噪声：新版本 {value(check['candidate'])}，父版本 {value(check['parent'])}，"
-            f"差 {f(check['diff'])}（95% 区间 [{f(check['ci'][0])}, {f(check['ci'][1])}]，"
+    what = "每 token 对数差" if not pct else "差"
+    return (f"{check['label']}变差超出噪声：新版本 {value(check['candidate'])}，父版本 {value(check['parent'])}"
+            f"（{what} {f(check['diff'])}，95% 区间 [{f(check['ci'][0])}, {f(check['ci'][1])}]，"
             f"整个区间{side}噪声阈值 {'-' if check['worse'] == 'down' else ''}{check['margin']:g}，n={check['n']}）")
 
 
@@ -75,7 +78,7 @@ def decide(candidate: dict, parent: dict, settings: GateSettings = GateSettings(
         if candidate.get(key) != parent.get(key):
             raise ValueError("新版本和父版本不是在同一组评估条目上打分的，不能比较")
     checks = [
-        _check("gold_nll", "金标准回复的每 token 负对数似然（困惑度的对数）", candidate["gold_nll"], parent["gold_nll"],
+        _check("gold_nll", "金标准回复困惑度", candidate["gold_nll"], parent["gold_nll"],
                settings, worse="up", margin=settings.nll_margin),
         _check("screen_pass", "回复安全检查通过率", candidate["screen_pass"], parent["screen_pass"], settings,
                worse="down", margin=settings.screen_margin),

@@ -35,7 +35,7 @@ SOURCE_LABELS = {"rules": "规则", "model": "模型检查", "assessment": "量�
                  "classifier": "分类器"}
 # Clinicians read times in their own zone (set MVP_TIMEZONE on a server elsewhere); the store keeps UTC.
 TIMEZONE = ZoneInfo(os.environ.get("MVP_TIMEZONE", "Asia/Shanghai"))
-VERSION_COLUMNS = ["ID", "标签", "基座模型", "适配器", "量化", "后端", "父版本", "发布状态", "发布检查", "指标", "登记时间", "正在服务"]
+VERSION_COLUMNS = ["ID", "标签", "发布状态", "发布检查", "正在服务", "父版本", "基座模型", "适配器", "量化", "后端", "指标", "登记时间"]
 RELEASE_LABELS = {"servable": "可服务", "candidate": "候选", "refused": "未通过发布检查"}
 RANKING_COLUMNS = ["名次", "版本", "发布状态", "强度（对数，0=平均）", "95% 区间", "对平均水平的预期胜率", "比较次数", "胜", "负", "平", "都不好"]
 ACTIVITY_COLUMNS = {"user": "账号", "role": "角色", "conversations": "对话", "rated_messages": "已评分回复",
@@ -207,9 +207,10 @@ def versions_frame(versions: list[dict]):
     for v in versions:
         metrics = v.get("metrics") or {}
         shown = {k: metrics[k] for k in list(metrics)[:4]} if isinstance(metrics, dict) else metrics
-        rows.append([v["id"], v.get("label") or "", v["base_model"], v.get("adapter") or "", v["quantization"],
-                     v["backend"], v.get("parent_id") or "", RELEASE_LABELS.get(v.get("status") or "servable", v.get("status")),
-                     release_text(v.get("release")), str(shown or ""), v["created_at"], "当前" if v.get("serving") else ""])
+        rows.append([v["id"], v.get("label") or "", RELEASE_LABELS.get(v.get("status") or "servable", v.get("status")),
+                     release_text(v.get("release")), "当前" if v.get("serving") else "", v.get("parent_id") or "",
+                     v["base_model"], v.get("adapter") or "", v["quantization"], v["backend"], str(shown or ""),
+                     v["created_at"]])
     return frame(rows, VERSION_COLUMNS)
 
 
@@ -217,7 +218,8 @@ def release_text(release: dict | None) -> str:
     """The release gate's record in one line: its decision and reasons, an override's reason."""
     if not release:
         return ""
-    text = "通过" if release.get("decision") == "promote" else "未通过：" + "；".join(release.get("reasons") or [])
+    short = [r.split("（")[0] for r in release.get("reasons") or []]  # the figures stay in the record
+    text = "通过" if release.get("decision") == "promote" else "未通过：" + "；".join(short)
     if release.get("override"):
         o = release["override"]
         text += f"（已人工放行：{o.get('reason')}，{o.get('by')}，{local_time(o['at']) if o.get('at') else ''}）"
@@ -249,13 +251,15 @@ def _forest(rows: list[dict]) -> str:
             f"<div style='position:absolute;left:calc({m:.1f}% - 5px);top:4px;width:10px;height:10px;border-radius:5px;background:#1d3f8a'></div>"
             f"</div><div style='width:170px;font-size:12px;padding-left:8px'>{r['strength']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
             f"，{r['comparisons']} 次</div></div>")
-    return "<div id='ranking-forest'>" + "".join(lines) + "</div>"
+    legend = ("<div style='font-size:12px;color:#555;margin-top:2px'>圆点 = 强度估计，横线 = 95% 区间，虚线 = 各版本平均（0）；"
+              "横线互相重叠的版本之间没有可靠的差别</div>")
+    return "<div id='ranking-forest'>" + "".join(lines) + legend + "</div>"
 
 
 def ranking_view(data: dict) -> tuple[str, str, object]:
     """The Bradley–Terry ranking (train.ranking.from_store): headline text, forest plot, table."""
     rows = data["ranking"]
-    table = [[r["rank"] or "—", f"{r['version_id']} {r['label']}", RELEASE_LABELS.get(r["status"] or "servable", r["status"]),
+    table = [[r["rank"] or "—", f"{r['label']}（版本 {r['version_id']}）", RELEASE_LABELS.get(r["status"] or "servable", r["status"]),
               "—" if r["strength"] is None else f"{r['strength']:+.2f}",
               "—" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
               "—" if r["strength"] is None else f"{_p(r['strength']):.0%}（{_p(r['ci'][0]):.0%}–{_p(r['ci'][1]):.0%}）",
