@@ -227,3 +227,22 @@ def test_benchmark_cli_prints_a_table_and_json(tiny_model_dir, capsys, tmp_path)
     assert json.loads(out.read_text(encoding="utf-8"))["summary"] == result["summary"]
     assert benchmark.main(["--base", str(tiny_model_dir), "--adapter", str(tmp_path / "nope")]) == 2
     assert "不是 LoRA 适配器" in capsys.readouterr().err
+
+
+def test_the_app_refuses_to_start_on_a_refused_version(tmp_path, adapters, tiny_model_dir):
+    import subprocess
+    import sys
+
+    from tests.live_app import REPO, free_port
+
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("admin", "password-admin-1", "admin")
+    bad = store.register_model_version(str(tiny_model_dir), adapter=adapters["bad"], quantization="none",
+                                       status="candidate")
+    store.set_release_status(bad, "refused", {"decision": "refuse", "reasons": ["金标准回复困惑度变差超出噪声"]})
+    done = subprocess.run([sys.executable, str(REPO / "app.py"), "--model", str(tiny_model_dir), "--adapter",
+                           adapters["bad"], "--quantization", "none", "--device", "cpu", "--db",
+                           str(tmp_path / "feedback.db"), "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2
+    assert "未通过发布检查" in done.stderr and "困惑度" in done.stderr and "Traceback" not in done.stderr
