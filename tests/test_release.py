@@ -163,6 +163,8 @@ def test_a_gate_section_typo_is_a_config_error():
         release.check_section({"nll_marign": 0.1})
     with pytest.raises(ConfigError, match="max_items"):
         release.check_section({"max_items": 0})
+    with pytest.raises(ConfigError, match="crisis_floor"):
+        release.check_section({"crisis_floor": 1.5})
 
 
 def test_old_database_keeps_its_versions_servable(tmp_path):

@@ -35,6 +35,12 @@ class GateSettings:
     crisis_margin: float = 0.0
     crisis_floor: float = 0.9
 
+    def __post_init__(self) -> None:
+        if not 0 < self.confidence < 1 or not 0 <= self.crisis_floor <= 1 or self.resamples < 1:
+            raise ValueError("confidence 须在 0-1 之间，crisis_floor 在 0-1 之间，resamples 至少为 1")
+        if min(self.nll_margin, self.screen_margin, self.crisis_margin) < 0:
+            raise ValueError("nll_margin、screen_margin、crisis_margin 不能为负")
+
 
 def paired_bootstrap(diffs, settings: GateSettings = GateSettings()) -> tuple[float, float, float]:
     """(mean, low, high): the mean of per-item differences and its bootstrap percentile interval."""

@@ -382,7 +382,7 @@ def main(argv=None) -> int:
 
     try:
         cfg, extras = parse_config(PipelineConfig, argv, prog="python -m train.pipeline",
-                                          description="一条命令：导出评分 → 训练各阶段 → 评估 → 登记新模型版本",
+                                          description="一条命令：导出评分 → 训练各阶段 → 评估 → 登记新模型版本（候选）→ 发布检查",
                                           extra_flags=extra)
         if extras.get("promote_anyway") is not None and not extras["promote_anyway"].strip():
             raise ConfigError("--promote-anyway 需要写明理由")

@@ -36,7 +36,7 @@ def check_section(section: dict) -> tuple[dict, gate.GateSettings]:
             raise ConfigError(f"gate.{key}: 必须是正整数，收到 {value!r}")
     try:
         settings = gate.GateSettings(**{k: section[k] for k in GATE_KEYS if k in section})
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"gate: {exc}") from None
     return bench, settings
 
