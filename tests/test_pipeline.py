@@ -61,6 +61,7 @@ def write_config(tmp_path: Path, tiny_model_dir: Path, db: Path, **overrides) ->
         "rm": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 256, "logging_steps": 1},
         "dpo": {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 256, "logging_steps": 1},
         "evaluate": {"max_samples": 4, "max_new_tokens": 8, "max_length": 1024},
+        "gate": {"max_items": 4, "max_new_tokens": 4},  # the fixed set, cut down for speed
         **overrides,
     }
     path = tmp_path / "pipeline.yaml"
@@ -107,6 +108,16 @@ def test_pipeline_registers_a_version_the_engine_serves(pipeline_run):
         assert 0 <= new["metrics"][side]["preference_accuracy"] <= 1
         assert isinstance(new["metrics"][side]["reward_score"], float)
     assert 0 <= new["metrics"]["implicit_preference_accuracy"] <= 1
+    assert new["metrics"]["reward_score_kind"] == "in-run"
+    # the release gate ran on the fixed set: the status follows its decision, with the figures
+    assert new["release"]["decision"] in ("promote", "refuse")
+    assert new["status"] == ("servable" if new["release"]["decision"] == "promote" else "refused")
+    assert summary["status"] == new["status"] and summary["release"]["decision"] == new["release"]["decision"]
+    assert (summary["serve"] is None) == (new["status"] == "refused")
+    assert new["release"]["benchmark"]["new"]["dialogue_items"] == 4
+    eval_json = json.loads((pipeline_run["tmp"] / "run" / "eval.json").read_text(encoding="utf-8"))
+    assert eval_json["release"]["decision"] == new["release"]["decision"]
+    assert {c["name"] for c in eval_json["release"]["checks"]} == {"gold_nll", "screen_pass", "crisis_pass"}
     # the adapter folder carries its config and the data manifest it was trained on
     info = json.loads((Path(new["adapter"]) / outputs.TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
     assert info["stage"] == "dpo:dpo"
@@ -236,12 +247,33 @@ def test_time_budget_is_shared_among_the_remaining_stages(monkeypatch):
         config_from_dict(pipeline.PipelineConfig, {"time_budget_s": 30})
 
 
+def test_promote_anyway_is_recorded_by_the_pipeline(pipeline_run, capsys):
+    from train.pipeline import main
+
+    assert main(["--config", str(pipeline_run["config"]), "--promote-anyway", "先给临床团队盲评"]) == 0
+    new = Store(pipeline_run["db"]).get_model_version(pipeline_run["summary"]["version_id"])
+    assert new["status"] == "servable" and new["release"]["override"]["reason"] == "先给临床团队盲评"
+    summary = json.loads((pipeline_run["tmp"] / "run" / "pipeline.json").read_text(encoding="utf-8"))
+    assert summary["release"]["override"]["reason"] == "先给临床团队盲评" and summary["serve"]
+    assert main(["--config", str(pipeline_run["config"]), "--promote-anyway", " "]) == 2
+    assert "理由" in capsys.readouterr().err
+
+
+def test_small_eval_split_is_warned_about(pipeline_run):
+    manifest = json.loads((pipeline_run["tmp"] / "run" / "export" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["split"]["eval_conversations"] >= 4  # 30 % of 12 and the minimum of 5 (at most half)
+    assert any("噪声" in w for w in manifest["warnings"])  # 12 conversations: far too few to mean anything
+    new = Store(pipeline_run["db"]).get_model_version(pipeline_run["summary"]["version_id"])
+    assert new["metrics"]["eval_warnings"] == manifest["warnings"]
+
+
 def test_empty_eval_split_registers_without_evaluation(tmp_path, tiny_model_dir):
     from train.pipeline import main
 
     db = tmp_path / "feedback.db"
     seed_feedback_db(db, str(tiny_model_dir), conversations=3)
-    config = write_config(tmp_path, tiny_model_dir, db, stages=["sft"], export={"eval_fraction": 0.0, "scrub": False},
+    config = write_config(tmp_path, tiny_model_dir, db, stages=["sft"],
+                          export={"eval_fraction": 0.0, "min_eval_conversations": 0, "scrub": False},
                           sft={"max_steps": 1, "max_length": 256})
     assert main(["--config", str(config)]) == 0
     new = Store(db).list_model_versions()[-1]

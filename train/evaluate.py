@@ -10,7 +10,12 @@ Metrics, for the new version and its parent (base + --parent-adapter, or the bar
 - implicit-reward preference accuracy of the new version RELATIVE TO THE PARENT as reference (the
   DPO view): [log p_new(c) - log p_parent(c)] - [log p_new(r) - log p_parent(r)] > 0;
 - reward-model score (with --reward-model): the mean score of each version's greedy replies to the
-  eval prompts.
+  eval prompts. It is IN-RUN: the reward model was trained in the same run (and RL optimised against
+  it), so it is not a held-out measure; the fixed set (train/benchmark.py) and the release gate
+  (train/gate.py) are.
+Small eval splits are flagged (train/noise.py): with 14 pairs an accuracy's 95 % interval is +-0.26.
+
+    python -m train.evaluate --ranking --db feedback.db   # Bradley–Terry ranking of all versions (train/ranking.py)
 The human side of the same question is the app's blind arena win rate between the two versions.
 Samples longer than --max-length tokens are skipped and counted, never cut from the left (that
 would drop the system prompt).
@@ -28,7 +33,11 @@ from pathlib import Path
 
 from mvp.model.loader import check_choice
 from train import data as data_mod
-from train import outputs
+from train import noise, outputs
+
+REWARD_LABEL = "奖励模型得分（同一次运行训练，非保留评估）"
+REWARD_NOTE = ("奖励模型得分是 in-run 的（同一次运行训练的奖励模型，不是独立的保留评估；RL 阶段正是针对它优化的），"
+               "不能说明新版本更好；请看固定评估集和发布检查")
 from train.config import (BAD_ROW_POLICIES, USER_ERRORS, ConfigError, DataError, check_model_choices, log,
                           parse_config)
 
@@ -253,6 +262,8 @@ def run(cfg: EvalConfig) -> dict:
         rm = reward_scores(cfg, prompts, {"new": new.replies, "parent": parent.replies})
         result["new"]["reward_score"], result["parent"]["reward_score"] = rm["new"], rm["parent"]
         result["reward_model"] = cfg.reward_model
+        result["reward_score_kind"] = "in-run"
+        result["reward_score_note"] = REWARD_NOTE
         result["sample_replies"] = [{"prompt": p[-1]["content"], "new": a, "parent": b}
                                     for p, a, b in list(zip(prompts, new.replies, parent.replies))[:3]]
     result["elapsed_s"] = round(time.monotonic() - started, 2)
@@ -274,7 +285,7 @@ def table(result: dict) -> str:
     rows = [("困惑度（助手 token，越低越好）", "perplexity"),
             ("偏好准确率 logp(chosen)>logp(rejected)", "preference_accuracy"),
             ("平均 logp 差（chosen-rejected）", "mean_logprob_margin"),
-            ("奖励模型得分（越高越好）", "reward_score")]
+            (REWARD_LABEL, "reward_score")]
     lines = [f"{'指标':<40}{'新版本':>12}{'父版本':>12}{'差值':>12}"]
     for title, key in rows:
         a, b = result["new"].get(key), result["parent"].get(key)
@@ -284,6 +295,11 @@ def table(result: dict) -> str:
         lines.append(f"{title:<40}{_fmt(a):>12}{_fmt(b):>12}{_fmt(diff):>12}")
     lines.append(f"{'隐式奖励偏好准确率（以父版本为参考）':<40}{_fmt(result['implicit_preference_accuracy']):>12}")
     lines.append(f"{'平均隐式奖励差':<40}{_fmt(result['implicit_reward_margin']):>12}")
+    if "reward_model" in result:
+        lines.append(f"注：{REWARD_NOTE}")
+    info = result.get("data_info") or {}
+    lines += [f"警告：{w}" for w in noise.split_warnings(
+        None, {"偏好对": info.get("pairs_used", 0), "SFT 对话": info.get("sft_used", 0)})]
     return "\n".join(lines)
 
 
@@ -334,6 +350,11 @@ def evaluate_config_for_hash(eval_cfg: EvalConfig) -> _EvalHashView:
 
 
 def main(argv=None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--ranking" in args:  # the ranking of all versions from the blind arena (train/ranking.py)
+        from train import ranking
+
+        return ranking.main([a for a in args if a != "--ranking"])
     try:
         cfg = parse_config(EvalConfig, argv, prog="python -m train.evaluate",
                                   description="新版本对父版本：困惑度、偏好准确率、隐式奖励、奖励模型得分")

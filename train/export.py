@@ -46,7 +46,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from train import formats, samples
+from train import formats, noise, samples
 from train.data import file_sha256
 from train.export_files import Writer
 from mvp.store.base import make_private
@@ -70,7 +70,8 @@ class ExportOptions(samples.SampleOptions):
     (the SampleOptions fields, declared once there) plus how the export is split and written."""
 
     seed: int = 0
-    eval_fraction: float = 0.1
+    eval_fraction: float = 0.2
+    min_eval_conversations: int = 5  # the eval split has at least this many (at most half of them all)
     scrub: bool = True
     overwrite: bool = False
     stages_file: str | None = None
@@ -82,6 +83,8 @@ class ExportOptions(samples.SampleOptions):
             raise ExportError(f"--min-rater-alpha 必须在 (-1, 1] 之间，收到 {self.min_rater_alpha}")
         if self.rater_policy not in RATER_POLICIES:
             raise ExportError(f"--rater-policy 必须是 {' / '.join(RATER_POLICIES)}，收到 {self.rater_policy!r}")
+        if self.min_eval_conversations < 0:
+            raise ExportError(f"--min-eval-conversations 不能为负，收到 {self.min_eval_conversations}")
         if not 0 <= self.eval_fraction <= MAX_EVAL_FRACTION:
             raise ExportError(f"--eval-fraction 必须在 0-{MAX_EVAL_FRACTION} 之间，收到 {self.eval_fraction}")
         try:  # thresholds, margin and aggregate checked here, before any work
@@ -268,7 +271,11 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
                           f"written; dropped: {drops}")
     conversation_ids = [s.conversation_id for rows in result.samples.values() for s in rows]
     conversation_ids += [item["conversation_id"] for item in result.assessment]
-    eval_ids = samples.split_conversations(conversation_ids, options.seed, options.eval_fraction)
+    eval_ids = samples.split_conversations(conversation_ids, options.seed, options.eval_fraction,
+                                           min_eval=options.min_eval_conversations)
+    counts = _counts(result, eval_ids)
+    warnings = noise.split_warnings(len(eval_ids), {label: counts[k]["eval"] for k, label in
+                                                    (("dpo", "偏好对"), ("sft", "SFT 对话")) if k in counts})
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -298,10 +305,11 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
             "rater_agreement": agreement_record,
             "excluded": dict(sorted(result.excluded.items())),
             "split": {"by": "conversation (seeded hash)", "seed": options.seed,
-                      "eval_fraction": options.eval_fraction,
+                      "eval_fraction": options.eval_fraction, "min_eval_conversations": options.min_eval_conversations,
                       "train_conversations": len(set(conversation_ids) - eval_ids),
                       "eval_conversations": len(eval_ids), "eval_conversation_ids": sorted(eval_ids)},
-            "counts": _counts(result, eval_ids),
+            "counts": counts,
+            "warnings": warnings,
             "drops": {kind: dict(sorted(c.items())) for kind, c in sorted(result.drops.items()) if c},
             "notes": dict(sorted(result.notes.items())),
             "formats": {
@@ -350,6 +358,7 @@ def summary_table(manifest: dict) -> str:
     dropped = {k: sum(v.values()) for k, v in manifest["drops"].items()}
     lines.append(f"dropped (reasons in manifest.json): {dropped or 'none'}; excluded: "
                  f"{manifest['excluded'] or 'none'}")
+    lines += [f"警告：{w}" for w in manifest.get("warnings", [])]
     return "\n".join(lines)
 
 
@@ -364,6 +373,8 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the train/eval split (default {d.seed})")
     parser.add_argument("--eval-fraction", type=float, default=d.eval_fraction,
                         help=f"share of conversations held out for eval, 0-{MAX_EVAL_FRACTION} (default {d.eval_fraction})")
+    parser.add_argument("--min-eval-conversations", type=int, default=d.min_eval_conversations,
+                        help=f"at least this many eval conversations, at most half of all (default {d.min_eval_conversations})")
     parser.add_argument("--kto-threshold", type=float, default=d.kto_threshold,
                         help=f"aggregated overall score at or above which a reply is a good KTO example (default {d.kto_threshold:g})")
     parser.add_argument("--sft-threshold", type=float, default=d.sft_threshold,

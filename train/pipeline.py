@@ -6,8 +6,12 @@
 
 Steps: export feedback.db (train.export) -> the stages listed in `stages`, in order -> evaluation of
 the new version against its parent (train.evaluate) -> a new model version in feedback.db (parent,
-data manifest, metrics, created time), which the app serves (`python app.py --model BASE --adapter
-ADAPTER`, printed at the end) and offers in the blind arena next to its parent.
+data manifest, metrics, created time) registered as a CANDIDATE -> the release gate (train.release:
+both versions scored on the fixed set in data/benchmark/, train.gate decides): "servable" only when
+it does not regress beyond noise, otherwise "refused" with the reasons (printed in Chinese, in
+eval.json and pipeline.json); `--promote-anyway REASON` serves it anyway and records why. The app
+serves a servable version (`python app.py --model BASE --adapter ADAPTER`, printed at the end) and
+offers it in the blind arena next to its parent.
 
 How stages feed each other. ONE LoRA adapter on the unchanged base is carried through the policy
 stages (pt, sft, dpo, rl): each continues the previous stage's adapter (mvp.model.loader loads it trainable),
@@ -35,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from mvp.model.loader import canonical_ref
-from train import evaluate, outputs, registry
+from train import evaluate, outputs, registry, release
 from train.config import (USER_ERRORS, ConfigError, DataError, check_model_choices, config_from_dict, log, parse_config,
                           suggest)
 
@@ -70,6 +74,7 @@ class PipelineSettings:
     register: bool = field(default=True, metadata={"help": "把新适配器登记为 feedback.db 里的新模型版本"})
     export: dict[str, Any] = field(default_factory=dict, metadata={"help": "train.export 的选项（ExportOptions 字段，如 eval_fraction、include_demo）"})
     evaluate: dict[str, Any] = field(default_factory=dict, metadata={"help": "评估的配置（EvalConfig 字段，如 max_samples、max_new_tokens）"})
+    gate: dict[str, Any] = field(default_factory=dict, metadata={"help": "发布检查：固定评估集的 max_new_tokens、max_items 和 GateSettings 字段（如 nll_margin、crisis_floor）"})
 
     def __post_init__(self) -> None:
         check_model_choices(self)
@@ -98,6 +103,7 @@ class PipelineSettings:
             section_config(self, name, placeholders=True)
         eval_config(self, adapter=None, parent_adapter=None, data="-", reward_model=None, out=None)
         export_options(self)
+        release.check_section(self.gate)
 
 
 PipelineConfig = dataclasses.make_dataclass(
@@ -205,6 +211,8 @@ def run_export(cfg: PipelineConfig, run_dir: Path) -> tuple[Path, dict]:
         raise DataError(f"导出失败：{exc}") from exc
     counts = {k: manifest["counts"][k]["total"] for k in ("dpo", "kto", "sft") if k in manifest["counts"]}
     log("export", f"样本数：{counts}")
+    for warning in manifest.get("warnings", []):
+        log("export", f"警告：{warning}")
     return out, manifest
 
 
@@ -259,7 +267,7 @@ def _manifest_summary(manifest: dict, export_dir: Path) -> dict:
     }
 
 
-def run(cfg: PipelineConfig, force: bool = False) -> dict:
+def run(cfg: PipelineConfig, force: bool = False, promote_anyway: str | None = None) -> dict:
     from mvp.store import Store
 
     started = time.monotonic()
@@ -336,24 +344,39 @@ def run(cfg: PipelineConfig, force: bool = False) -> dict:
                            **({"evaluation_skipped": metrics["skipped"]} if "skipped" in metrics else {})}
         base = canonical_ref(cfg.base_model)
         existing = {(v["base_model"], v["adapter"], v["quantization"]): v["id"] for v in store.list_model_versions()}
+        version_metrics["reward_score_kind"] = "in-run"  # trained in this run: not a held-out measure
+        version_metrics["eval_warnings"] = manifest.get("warnings", [])
         version_id = store.register_model_version(
             base, adapter=str(published), quantization=quantization, backend="inprocess",
             label=label, parent_id=parent["id"] if parent else None,
-            data_manifest=_manifest_summary(manifest, export_dir), metrics=version_metrics)
+            data_manifest=_manifest_summary(manifest, export_dir), metrics=version_metrics, status="candidate")
         if (base, str(published), quantization) in existing:
             store.set_model_version_metrics(version_id, version_metrics)
             log("pipeline", f"这个适配器已登记为版本 {version_id}，只更新了评估指标")
         else:
-            log("pipeline", f"已登记新模型版本 {version_id}（父版本 {parent['id'] if parent else '无'}）")
+            log("pipeline", f"已登记新模型版本 {version_id}（候选，父版本 {parent['id'] if parent else '无'}）")
+        gate_record = release.release(store, version_id, cfg, adapter=str(published), parent_adapter=parent_adapter,
+                                      run_dir=run_dir, promote_anyway=promote_anyway)
+        metrics["release"] = gate_record
+        (run_dir / EVAL_FILE).write_text(json.dumps(metrics, ensure_ascii=False, indent=2), encoding="utf-8")
+    status = gate_record["status"] if cfg.register else None
+    serve = f"python app.py --model {cfg.base_model} --adapter {published} --quantization {quantization}"
     summary = {
+        "status": status, "release": ({"decision": gate_record["decision"], "reasons": gate_record["reasons"],
+                                       "override": gate_record.get("override")} if cfg.register else None),
+        "eval_warnings": manifest.get("warnings", []),
         "version_id": version_id, "parent_id": parent["id"] if parent else None,
         "base_model": cfg.base_model, "adapter": str(published), "quantization": quantization,
         "reward_model": reward_model, "stages": statuses, "timings_s": timings,
         "total_s": round(time.monotonic() - started, 2), "finished_at": outputs.utc_now(),
-        "serve": f"python app.py --model {cfg.base_model} --adapter {published} --quantization {quantization}",
+        "serve": serve if status in (None, "servable") else None,
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。用新版本启动应用：{summary['serve']}")
+    if status == "refused":
+        log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。版本 {version_id} 未通过发布检查，应用不会把它作为主模型："
+                        f"{'；'.join(gate_record['reasons'])}。确需使用时重跑并加 --promote-anyway \"理由\"")
+    else:
+        log("pipeline", f"完成（{summary['total_s']:.0f} 秒）。用新版本启动应用：{summary['serve']}")
     return summary
 
 
@@ -362,13 +385,17 @@ def main(argv=None) -> int:
 
     def extra(parser):
         parser.add_argument("--force", action="store_true", help="重新运行所有阶段，即使输入和配置没变")
+        parser.add_argument("--promote-anyway", metavar="REASON", default=None,
+                            help="发布检查未通过也把新版本设为可服务，并记录这个理由（谁、何时）")
 
     try:
         cfg, extras = parse_config(PipelineConfig, argv, prog="python -m train.pipeline",
-                                          description="一条命令：导出评分 → 训练各阶段 → 评估 → 登记新模型版本",
+                                          description="一条命令：导出评分 → 训练各阶段 → 评估 → 登记新模型版本（候选）→ 发布检查",
                                           extra_flags=extra)
-        run(cfg, force=bool(extras.get("force")))
-    except (*USER_ERRORS, StoreError) as exc:
+        if extras.get("promote_anyway") is not None and not extras["promote_anyway"].strip():
+            raise ConfigError("--promote-anyway 需要写明理由")
+        run(cfg, force=bool(extras.get("force")), promote_anyway=extras.get("promote_anyway"))
+    except (*USER_ERRORS, StoreError, release.benchmark_data.BenchmarkError) as exc:
         print(f"错误：{exc}", file=sys.stderr)
         return 2
     return 0

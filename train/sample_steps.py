@@ -83,9 +83,11 @@ def deduplicate(result: BuildResult) -> None:
         result.samples[kind] = kept
 
 
-def split_conversations(conversation_ids: Sequence[int], seed: int, eval_fraction: float) -> set[int]:
+def split_conversations(conversation_ids: Sequence[int], seed: int, eval_fraction: float,
+                        min_eval: int = 0) -> set[int]:
     """Eval conversations: those whose seeded hash falls below the fraction (stable as data grows);
-    at least one eval and one train conversation when there are two or more and the fraction is > 0."""
+    at least one eval and one train conversation when there are two or more and the fraction is > 0,
+    and at least ``min_eval`` (but never more than half of all) by the same hash order."""
     ids = sorted(set(conversation_ids))
     if eval_fraction <= 0 or len(ids) < 2:
         return set()
@@ -96,6 +98,7 @@ def split_conversations(conversation_ids: Sequence[int], seed: int, eval_fractio
 
     ranked = sorted(ids, key=position)
     chosen = {cid for cid in ids if position(cid) < eval_fraction}
+    chosen.update(ranked[:min(min_eval, len(ids) // 2)])
     if not chosen:
         chosen = {ranked[0]}
     if len(chosen) == len(ids):

@@ -30,8 +30,10 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                disable_user(name); enable_user(name); set_password(name, password)
   models       register_model_version(base_model, adapter=None, quantization="none",
                backend="inprocess", served_name=None, base_url=None, *, label=None, parent_id=None,
-               data_manifest=None, metrics=None) -> id (idempotent); get_model_version(id);
-               list_model_versions(); set_model_version_metrics(id, metrics)
+               data_manifest=None, metrics=None, status="servable") -> id (idempotent);
+               get_model_version(id); list_model_versions(); set_model_version_metrics(id, metrics);
+               set_release_status(id, status, release=None) (status: candidate | servable | refused;
+               release: the release gate's record, train/gate.py); rows carry ``status`` and ``release``
   conversations create_conversation(user, stage_id, model_version_id=None, is_demo=False,
                case_id=None, title=None) -> id; get_conversation(id); list_conversations(user=None,
                limit=50, offset=0, include_demo=True) (with reply_count, unrated_count, open_flags); set_stage(id, stage_id); set_title(id, title);
@@ -73,7 +75,8 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                include_demo=False) (Krippendorff's alpha, computed in ``agreement.py``)
   audit        add_audit(actor, action, target=None, detail=None) -> id; list_audit(limit=200)
   dashboard    ratings_per_day(utc_offset_hours=8); mean_scores_by_version(); win_rates();
-               tag_frequencies(); clinician_activity(); summary_counts()
+               tag_frequencies(); clinician_activity(); summary_counts();
+               arena_outcomes() (one row per comparison of two versions: the ranking's input)
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ from .users import UsersMixin
 from .validation import (
     BACKENDS,
     CHOICES,
+    RELEASE_STATUSES,
     FLAG_SOURCES,
     MAX_COMMENT_CHARS,
     MAX_MESSAGE_CHARS,
@@ -139,6 +143,7 @@ __all__ = [
     "PermissionDeniedError",
     "ROLES",
     "RATING_FILE",
+    "RELEASE_STATUSES",
     "Dimension",
     "RatingConfig",
     "RatingConfigError",

@@ -105,6 +105,7 @@ class ExportMixin(StoreBase):
         for row in rows:
             row["data_manifest"] = json.loads(row["data_manifest"]) if row["data_manifest"] else None
             row["metrics"] = json.loads(row["metrics"]) if row["metrics"] else None
+            row["release"] = json.loads(row["release"]) if row.get("release") else None
         return rows
 
     def _export_conversations(self, conn: sqlite3.Connection, include_demo: bool) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from .errors import NotFoundError
 from .schema import utc_now
 from .validation import (
     BACKENDS,
+    RELEASE_STATUSES,
     check_choice,
     check_id,
     check_label,
@@ -19,7 +20,7 @@ from .validation import (
     to_json,
 )
 
-_JSON_FIELDS = ("data_manifest", "metrics")
+_JSON_FIELDS = ("data_manifest", "metrics", "release")
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
@@ -42,11 +43,14 @@ class ModelsMixin(StoreBase):
         parent_id: int | None = None,
         data_manifest: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        status: str = "servable",
     ) -> int:
         """Register a model version and return its id.
 
         Idempotent: the same (base_model, adapter, quantization, backend, served_name, base_url)
-        returns the existing id unchanged (use ``set_model_version_metrics`` to add metrics later).
+        returns the existing id unchanged (use ``set_model_version_metrics`` to add metrics later, and
+        ``set_release_status`` to change its status). ``status``: "servable" (the default: what the
+        app starts with), or "candidate" for a trained version that the release gate has to pass.
         Pass paths in one canonical form (e.g. absolute): the store compares them as text.
         """
         base_model = check_label(base_model, "基础模型")
@@ -58,6 +62,7 @@ class ModelsMixin(StoreBase):
         parent_id = check_optional_id(parent_id, "父版本 ID")
         manifest_json = to_json(data_manifest, "数据清单")
         metrics_json = to_json(metrics, "评估指标")
+        status = check_choice(status, "发布状态", RELEASE_STATUSES)
         if label is None:
             label = base_model + (f"+{os.path.basename(adapter.rstrip('/'))}" if adapter else "")
             label += f" ({quantization})"
@@ -78,10 +83,10 @@ class ModelsMixin(StoreBase):
                 raise NotFoundError(f"父模型版本不存在：{parent_id}")
             cursor = conn.execute(
                 "INSERT INTO model_versions (label, base_model, adapter, quantization, backend,"
-                " served_name, base_url, parent_id, data_manifest, metrics, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " served_name, base_url, parent_id, data_manifest, metrics, created_at, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (label, base_model, adapter, quantization, backend, served_name, base_url,
-                 parent_id, manifest_json, metrics_json, utc_now()),
+                 parent_id, manifest_json, metrics_json, utc_now(), status),
             )
             return int(cursor.lastrowid)
 
@@ -117,6 +122,20 @@ class ModelsMixin(StoreBase):
         with self._write() as conn:
             cursor = conn.execute(
                 "UPDATE model_versions SET metrics = ? WHERE id = ?", (metrics_json, model_version_id)
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"模型版本不存在：{model_version_id}")
+
+    def set_release_status(self, model_version_id: int, status: str, release: dict[str, Any] | None = None) -> None:
+        """Set a version's release status ("candidate", "servable", "refused") and the gate's record
+        (a JSON object: decision, reasons, figures, an override's reason, who and when)."""
+        model_version_id = check_id(model_version_id, "模型版本 ID")
+        status = check_choice(status, "发布状态", RELEASE_STATUSES)
+        release_json = to_json(release, "发布记录")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE model_versions SET status = ?, release = ? WHERE id = ?",
+                (status, release_json, model_version_id),
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"模型版本不存在：{model_version_id}")

@@ -332,6 +332,21 @@ MIGRATIONS += (
         ),
     ),
 )
+# Release gate (issue 16): a version trained by the pipeline is a 'candidate' until train/gate.py
+# promotes it to 'servable' or records why it was 'refused'; ``release`` is the gate's JSON record
+# (decision, reasons, figures, an override's reason/who/when). Rows that exist already, and versions
+# the app registers for the model it starts with, are servable.
+MIGRATIONS += (
+    Migration(
+        11,
+        "model_versions.status, .release: release gate (candidate, servable, refused) and its record",
+        (
+            "ALTER TABLE model_versions ADD COLUMN status TEXT NOT NULL DEFAULT 'servable'"
+            " CHECK (status IN ('candidate', 'servable', 'refused'))",
+            "ALTER TABLE model_versions ADD COLUMN release TEXT",
+        ),
+    ),
+)
 
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -154,3 +154,18 @@ class StatsMixin(StoreBase):
         }
         with self._read(snapshot=True) as conn:
             return {key: int(conn.execute(sql).fetchone()[0]) for key, sql in queries.items()}
+
+    def arena_outcomes(self, include_demo: bool = False) -> list[dict[str, Any]]:
+        """One row per blind comparison between two different model versions, oldest first:
+        ``version_a``/``version_b`` (the versions of message_a/message_b) and ``choice``
+        ('a', 'b', 'tie', 'both_bad'); the input of the Bradley-Terry ranking (train/ranking.py)."""
+        with self._read() as conn:
+            return self._rows(
+                conn,
+                "SELECT a.model_version_id AS version_a, b.model_version_id AS version_b, k.choice"
+                " FROM comparisons k JOIN messages a ON a.id = k.message_a"
+                " JOIN messages b ON b.id = k.message_b JOIN conversations c ON c.id = a.conversation_id"
+                " WHERE a.model_version_id IS NOT NULL AND b.model_version_id IS NOT NULL"
+                f" AND a.model_version_id != b.model_version_id AND {_DEMO} ORDER BY k.id",
+                (include_demo,),
+            )

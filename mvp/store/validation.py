@@ -34,11 +34,13 @@ ROLES = ("clinician", "admin", "demo")
 MESSAGE_ROLES = ("user", "assistant", "system-notice")
 MESSAGE_STATUSES = ("complete", "interrupted", "blocked")
 BACKENDS = ("inprocess", "openai")
+RELEASE_STATUSES = ("candidate", "servable", "refused")  # model_versions.status (release gate)
 CHOICES = ("a", "b", "tie", "both_bad")
 THUMB_VALUES = (1, -1, 0)
 FLAG_SOURCES = ("rules", "model", "output_screen", "assessment", "manual")
 AUDIT_ACTIONS = ("flag_reviewed", "export", "conversation_deleted", "account_added", "account_disabled",
-                 "account_enabled", "password_changed", "retention_purge", "account_unlocked", "rating_batch_created")
+                 "account_enabled", "password_changed", "retention_purge", "account_unlocked", "rating_batch_created",
+                 "version_promoted_anyway")
 ASSESSMENT_STATUSES = ("in_progress", "finished", "abandoned")
 
 

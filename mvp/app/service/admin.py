@@ -78,6 +78,14 @@ class AdminMixin(ServiceBase):
             "activity": store.clinician_activity(),
         }
 
+    def version_ranking(self, name: str) -> dict:
+        """Admin: Bradley–Terry strengths of the versions from the blind arena, with bootstrap
+        intervals, counts and pairwise win rates (train.ranking)."""
+        from train.ranking import from_store
+
+        self.require_admin(name)
+        return from_store(self.store)
+
     def versions(self, name: str) -> list[dict]:
         """Admin: registered model versions, newest first, each with ``serving`` (the primary one)."""
         self.require_admin(name)

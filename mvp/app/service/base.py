@@ -20,7 +20,7 @@ from mvp.assessment import AssessmentError
 from mvp.counsel.stages import Stages
 from mvp.model.dialogue import DialogueError
 from mvp.model.engine import GenerationError
-from mvp.store import RatingConfig, Store, StoreError
+from mvp.store import NotFoundError, RatingConfig, Store, StoreError
 
 MAX_LOADED_ENGINES = 2
 log = logging.getLogger("mvp.app.service")
@@ -49,6 +49,22 @@ def public_error(exc: BaseException) -> str:
         return "生成失败：模型运行出错，请重试；详情已写入服务器日志"
     text = _ADDRESS.sub("（地址已隐藏）", text)
     return text.split("：ConnectError")[0]
+
+
+STATUS_LABELS = {"servable": "可服务", "candidate": "候选（未通过发布检查前不能作为主模型）", "refused": "未通过发布检查"}
+
+
+def release_refusal(version: dict) -> str | None:
+    """Why a model version may not be the app's primary model (None when it is servable): only a
+    version the release gate promoted (train/gate.py), or one registered as servable, is offered."""
+    status = version.get("status") or "servable"
+    if status == "servable":
+        return None
+    release = version.get("release") or {}
+    why = "；".join(release.get("reasons") or []) or ("尚未做发布检查" if status == "candidate" else "未记录原因")
+    return (f"模型版本 {version['id']}（{version.get('label') or version['base_model']}）的发布状态是"
+            f"“{STATUS_LABELS.get(status, status)}”，不能作为主模型提供：{why}。"
+            "确需使用，请用 python -m train.pipeline 的 --promote-anyway \"理由\" 记录放行理由")
 
 
 USER_ERRORS = (ServiceError, StoreError, DialogueError, GenerationError, AssessmentError, ValueError)
@@ -128,6 +144,12 @@ class ServiceBase:
         self.store = store
         self.stages = stages
         self.engines = engines
+        try:
+            refusal = release_refusal(store.get_model_version(engines.primary_id))
+        except NotFoundError:
+            refusal = None
+        if refusal:
+            raise ServiceError(refusal)
         if rating is not None:
             store.rating = rating  # one rating config for the service and the store's validation
         self.rating = store.rating

@@ -28,6 +28,8 @@ class FeedbackMixin(ServiceBase):
         versions: list[dict | None] = [None, None]
         if opponent_version_id not in (None, "", self.engines.primary_id):
             versions[1] = self.store.get_model_version(opponent_version_id)
+            if versions[1].get("status") == "refused":
+                raise ServiceError(f"模型版本 {versions[1]['id']} 未通过发布检查（{'；'.join((versions[1].get('release') or {}).get('reasons') or [])}），不在盲评中提供")
         # Generate in random order: otherwise the opponent's reply always has the larger message id
         # and the arena is not blind to anyone reading the ids over the API.
         self._rng.shuffle(versions)

@@ -66,7 +66,9 @@ class Handlers:
         service = self.service
         user = service.user(username(request))
         admin = user["role"] == "admin"
-        versions = [(f"版本 {v['id']}", v["id"]) for v in service.model_versions() if v["id"] != service.engines.primary_id]
+        versions = [(f"版本 {v['id']}" + ("（候选）" if v.get("status") == "candidate" else ""), v["id"])
+                    for v in service.model_versions()
+                    if v["id"] != service.engines.primary_id and v.get("status") != "refused"]
         return (
             f"当前用户：{html.escape(user['name'])} · {render.ROLE_LABELS[user['role']]}",
             gr.update(visible=admin),
@@ -292,6 +294,10 @@ class Handlers:
     @user_errors
     def on_dashboard(self, request: gr.Request):
         return render.dashboard_view(self.service.dashboard(username(request)))
+
+    @user_errors
+    def on_ranking(self, request: gr.Request):
+        return render.ranking_view(self.service.version_ranking(username(request)))
 
     @user_errors
     def on_versions(self, request: gr.Request):

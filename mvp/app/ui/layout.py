@@ -123,6 +123,9 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                                           y_title="胜率", tooltip=["pair", "win_rate", "n"], elem_id="plot-win")
                 activity = gr.Dataframe(label="各临床人员：对话数、已评分回复、未评分回复", elem_id="activity")
                 agreement = tasks.dashboard_section()
+                ranking_text = gr.Markdown(elem_id="ranking-text")
+                ranking_plot = gr.HTML(elem_id="ranking-plot")
+                ranking_table = gr.Dataframe(label="模型版本排名（强度与 95% 区间、比较次数）", elem_id="ranking", interactive=False)
 
             with gr.Tab("安全审查", id="review", visible=False) as review_tab:
                 gr.Markdown("触发危机识别或回复安全检查的消息，每条消息一行（最新的在前）。点击一行选择它，"
@@ -201,6 +204,8 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         dash_outputs = [counts, per_day, tags_plot, dims_plot, win_plot, activity]
         refresh.click(h.on_dashboard, None, dash_outputs, **private)
         dash_tab.select(h.on_dashboard, None, dash_outputs, **private)  # loads on open
+        for trigger in (refresh.click, dash_tab.select):  # the version ranking (train.ranking)
+            trigger(h.on_ranking, None, [ranking_text, ranking_plot, ranking_table], **private)
         queue_inputs, queue_outputs = [flags_all, flag_cat], [flags_table, queue_rows, picked, picked_info]
         for trigger in (refresh_flags.click, review_tab.select, flags_all.input, flag_cat.input):
             trigger(h.on_flags, queue_inputs, queue_outputs, **private)

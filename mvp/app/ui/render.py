@@ -82,7 +82,9 @@ SOURCE_LABELS = {"rules": "规则", "model": "模型检查", "assessment": "量�
                  "classifier": "分类器"}
 # Clinicians read times in their own zone (set MVP_TIMEZONE on a server elsewhere); the store keeps UTC.
 TIMEZONE = ZoneInfo(os.environ.get("MVP_TIMEZONE", "Asia/Shanghai"))
-VERSION_COLUMNS = ["ID", "标签", "基座模型", "适配器", "量化", "后端", "父版本", "指标", "登记时间", "正在服务"]
+VERSION_COLUMNS = ["ID", "标签", "发布状态", "发布检查", "正在服务", "父版本", "基座模型", "适配器", "量化", "后端", "指标", "登记时间"]
+RELEASE_LABELS = {"servable": "可服务", "candidate": "候选", "refused": "未通过发布检查"}
+RANKING_COLUMNS = ["名次", "版本", "发布状态", "强度（对数，0=平均）", "95% 区间", "对平均水平的预期胜率", "比较次数", "胜", "负", "平", "都不好"]
 ACTIVITY_COLUMNS = {"user": "账号", "role": "角色", "conversations": "对话", "rated_messages": "已评分回复",
                     "thumbs": "点赞/踩", "unrated_replies": "未评分回复"}
 COUNT_LABELS = (("conversations", "对话"), ("user_messages", "来访者消息"), ("replies", "模型回复"), ("rated_replies", "已评分回复"),
@@ -240,7 +242,7 @@ def review_frame(rows: list[dict]):
 AUDIT_COLUMNS = ["时间", "操作人", "操作", "对象", "详情"]
 AUDIT_LABELS = {"flag_reviewed": "复核标记", "export": "导出训练数据", "conversation_deleted": "删除对话",
                 "account_added": "创建账号", "account_disabled": "停用账号", "account_enabled": "启用账号",
-                "password_changed": "修改密码"}
+                "password_changed": "修改密码", "version_promoted_anyway": "人工放行模型版本"}
 
 
 def audit_frame(entries: list[dict]):
@@ -255,10 +257,75 @@ def versions_frame(versions: list[dict]):
     for v in versions:
         metrics = v.get("metrics") or {}
         shown = {k: metrics[k] for k in list(metrics)[:4]} if isinstance(metrics, dict) else metrics
-        rows.append([v["id"], v.get("label") or "", v["base_model"], v.get("adapter") or "", v["quantization"],
-                     v["backend"], v.get("parent_id") or "", str(shown or ""), v["created_at"],
-                     "当前" if v.get("serving") else ""])
+        rows.append([v["id"], v.get("label") or "", RELEASE_LABELS.get(v.get("status") or "servable", v.get("status")),
+                     release_text(v.get("release")), "当前" if v.get("serving") else "", v.get("parent_id") or "",
+                     v["base_model"], v.get("adapter") or "", v["quantization"], v["backend"], str(shown or ""),
+                     v["created_at"]])
     return frame(rows, VERSION_COLUMNS)
+
+
+def release_text(release: dict | None) -> str:
+    """The release gate's record in one line: its decision and reasons, an override's reason."""
+    if not release:
+        return ""
+    short = [r.split("（")[0] for r in release.get("reasons") or []]  # the figures stay in the record
+    text = "通过" if release.get("decision") == "promote" else "未通过：" + "；".join(short)
+    if release.get("override"):
+        o = release["override"]
+        text += f"（已人工放行：{o.get('reason')}，{o.get('by')}，{local_time(o['at']) if o.get('at') else ''}）"
+    return text
+
+
+def _p(strength: float) -> float:
+    import math
+
+    return 1 / (1 + math.exp(-strength))
+
+
+def _forest(rows: list[dict]) -> str:
+    """A small forest plot in HTML: each version's strength (dot) and 95 % interval (bar), one scale."""
+    ranked = [r for r in rows if r["strength"] is not None]
+    if not ranked:
+        return ""
+    lo = min(r["ci"][0] for r in ranked) - 0.1
+    hi = max(r["ci"][1] for r in ranked) + 0.1
+    pos = lambda x: 100 * (x - lo) / (hi - lo)  # noqa: E731
+    zero = f"<div style='position:absolute;left:{pos(0):.1f}%;top:0;bottom:0;border-left:1px dashed #999'></div>" if lo < 0 < hi else ""
+    lines = []
+    for r in ranked:
+        a, b, m = pos(r["ci"][0]), pos(r["ci"][1]), pos(r["strength"])
+        lines.append(
+            f"<div style='display:flex;align-items:center;margin:4px 0'><div style='width:180px;font-size:13px'>"
+            f"{r['rank']}. {html.escape(str(r['label']))}</div><div style='position:relative;flex:1;height:18px'>{zero}"
+            f"<div style='position:absolute;left:{a:.1f}%;width:{max(b - a, 0.5):.1f}%;top:8px;height:3px;background:#4a7bd0'></div>"
+            f"<div style='position:absolute;left:calc({m:.1f}% - 5px);top:4px;width:10px;height:10px;border-radius:5px;background:#1d3f8a'></div>"
+            f"</div><div style='width:170px;font-size:12px;padding-left:8px'>{r['strength']:+.2f} [{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]"
+            f"，{r['comparisons']} 次</div></div>")
+    legend = ("<div style='font-size:12px;color:#555;margin-top:2px'>圆点 = 强度估计，横线 = 95% 区间，虚线 = 各版本平均（0）；"
+              "横线互相重叠的版本之间没有可靠的差别</div>")
+    return "<div id='ranking-forest'>" + "".join(lines) + legend + "</div>"
+
+
+def ranking_view(data: dict) -> tuple[str, str, object]:
+    """The Bradley–Terry ranking (train.ranking.from_store): headline text, forest plot, table."""
+    rows = data["ranking"]
+    table = [[r["rank"] or "—", f"{r['label']}（版本 {r['version_id']}）", RELEASE_LABELS.get(r["status"] or "servable", r["status"]),
+              "—" if r["strength"] is None else f"{r['strength']:+.2f}",
+              "—" if r["ci"] is None else f"[{r['ci'][0]:+.2f}, {r['ci'][1]:+.2f}]",
+              "—" if r["strength"] is None else f"{_p(r['strength']):.0%}（{_p(r['ci'][0]):.0%}–{_p(r['ci'][1]):.0%}）",
+              r["comparisons"], r["wins"], r["losses"], r["ties"], r["both_bad"]] for r in rows]
+    if not rows:
+        text = "**版本排名**：尚无不同模型版本之间的盲评比较（在“对话与评分”中选择“比较对象”即可开始）"
+    else:
+        text = (f"**版本排名（Bradley–Terry，{data['comparisons']} 次盲评比较）**：强度是对数尺度，0 = 各版本平均；"
+                "区间是 95% 自助法区间（按比较重抽样）。区间重叠的版本之间没有可靠的差别；“平”算双方各半胜，“都不好”不计入强度。")
+        pairs = []
+        for p in data["pairs"]:
+            ci = p.get("win_rate_ci")
+            rate = f"{p['win_rate_a']:.0%}（95% 区间 {ci[0]:.0%}–{ci[1]:.0%}）" if ci else "—"
+            pairs.append(f"{p['pair']}：前者胜率 {rate}，共 {p['n']} 次（{p['wins_a']}:{p['wins_b']}，平 {p['ties']}，都不好 {p['both_bad']}）")
+        text += "\n\n**两两胜率**：" + "；".join(pairs)
+    return text, _forest(rows), frame(table, RANKING_COLUMNS)
 
 
 def _y_lim(rows: list[dict], key: str, floor: float = 1.0) -> list[float]:
