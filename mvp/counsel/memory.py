@@ -180,9 +180,13 @@ def risk_line(facts: Sequence[tuple[int | None, str, str]]) -> str:
     return ("风险（安全标记，始终保留）：" + "；".join(parts)) if parts else ""
 
 
-def for_model(text: str, risk: str) -> str | None:
-    """What the model gets: the summary text and the risk line (None when both are empty)."""
-    parts = [p for p in ((text or "").strip(), (risk or "").strip()) if p]
+def for_model(text: str, risk: str, limit: int | None = None) -> str | None:
+    """What the model gets: the risk line first (never cut), then the summary text, cut to `limit`
+    characters when given (None when both are empty)."""
+    text = (text or "").strip()
+    if limit is not None and len(text) > limit:
+        text = text[:limit].rstrip() + "…"
+    parts = [p for p in ((risk or "").strip(), text) if p]
     return "\n".join(parts) or None
 
 

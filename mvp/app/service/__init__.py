@@ -7,6 +7,7 @@ may do, so the browser UI and the gradio_client API share the same validation an
 The façade is composed of one part per concern:
   base.py      user errors, streamed events, the engine pool, account and ownership checks
   chat.py      conversations and chat turns (send, regenerate, stop)
+  memory.py    session summary (会谈摘要) in the prompt, corrections, stage suggestions, sessions of a case
   feedback.py  blind comparisons, ratings, thumbs
   admin.py     safety review queue, dashboard figures, model versions, training-data export
   ../screening.py  guided PHQ-9 / GAD-7 screenings
@@ -21,11 +22,12 @@ from .admin import AdminMixin
 from .base import MAX_LOADED_ENGINES, USER_ERRORS, EnginePool, Event, ServiceError, clean_model_text
 from .chat import ChatMixin
 from .feedback import FeedbackMixin
+from .memory import MemoryMixin
 
 COMPARE_CHOICES = CHOICES  # declared once, in mvp.store.validation
 
 
-class Service(ChatMixin, FeedbackMixin, AdminMixin, ScreeningMixin):
+class Service(ChatMixin, MemoryMixin, FeedbackMixin, AdminMixin, ScreeningMixin):
     """``Service(store, stages, engines, rating=None, rules=None, resources=None, model_check_engine=None)``."""
 
     def __init__(self, *args, **kwargs):
