@@ -198,10 +198,27 @@ def test_stages_file_refuses_unknown_exit_signal_keys(tmp_path):
 
 
 def test_export_contains_summaries_and_stage_transitions(tmp_path, small_engine):
+    import json
+
+    from train.export import ExportOptions, export
+
     service, store = make_service(tmp_path, small_engine)
     cid = service.new_conversation("li", "assessment")["id"]
     replay(service, cid, CLIENT[:8])
+    reply = store.get_history(cid)[-1]
+    assert reply["gen_params"]["context"]["summary_used"]
+    service.rate("li", reply["id"], overall=5, rewrite="听起来晚上最难熬。这周我们先一起记录一下睡眠，好吗？")
     service.set_stage("li", cid, "intervention")
-    snapshot = store.export_snapshot()
-    assert snapshot["summaries"] and snapshot["stage_events"][-1]["kind"] == "manual"
+    manifest = export(tmp_path / "feedback.db", tmp_path / "out", ExportOptions(eval_fraction=0.0, scrub=False))
+    memory_counts = manifest["counts"]["memory"]
+    assert memory_counts["summaries"] == len(store.list_summaries(cid)) and memory_counts["stage_transitions"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "out/memory/stage_transitions.jsonl").read_text().splitlines()]
+    assert rows[0]["kind"] == "manual" and rows[0]["to_stage"] == "intervention" and rows[0]["messages"]
+    assert (tmp_path / "out/memory/summaries.jsonl").is_file()
+    # the SFT sample's prompt is what the model saw: the summary in the system prompt, then the seen turns
+    turn = json.loads((tmp_path / "out/bianque/sft_train.jsonl").read_text().splitlines()[-1])
+    seen = service.stored_prompt("li", reply["id"])
+    assert "会谈摘要" in turn["input"] and turn["target"].startswith("听起来晚上最难熬")
+    assert seen[1]["content"] in turn["input"] and CLIENT[0] not in turn["input"].split("对话：")[1]
+    assert manifest["notes"]["replies_with_session_summary"] >= 1
     assert store.schema_version == LATEST_VERSION
