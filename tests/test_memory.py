@@ -113,6 +113,12 @@ def test_clinician_correction_is_what_the_model_gets(tmp_path, small_engine):
     system = service.stored_prompt("li", reply["id"])[0]["content"]
     assert "研二学生，抑郁情绪两个月" in system
     assert "风险（安全标记，始终保留）" in system  # the risk facts survive any correction
+    moved = len(store.list_summaries(cid))
+    reply = replay(service, cid, CLIENT[11:17])  # the window moves on: the correction stays, new turns are added
+    latest = store.latest_summary(cid)
+    assert len(store.list_summaries(cid)) > moved and latest["state"]["based_on"]["author"] == "li"
+    system = service.stored_prompt("li", reply["id"])[0]["content"]
+    assert latest["content"].startswith("主诉：研二学生，抑郁情绪两个月") and latest["content"] in system
     with pytest.raises(ValidationError):
         service.correct_summary("li", cid, "坏\x00字符")
     with pytest.raises(ValidationError):

@@ -259,7 +259,7 @@ class ChatMixin(ServiceBase):
             prompt=prompt(gen.result), risk=risk, screen=stream.close(),
         )
         if make_active and self._suggest_stage(conversation, message["id"], engine):
-            notices.append("已满足本阶段的退出信号：左侧可接受或暂不进入下一阶段")
+            notices.append("已满足本阶段的退出信号：可在对话上方接受或暂不进入下一阶段")
         yield Event(message["content"], done=True, message=message, notices=notices)
 
     def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active,

@@ -123,11 +123,18 @@ class MemoryMixin(ServiceBase):
         if self._model_writes(engine):
             content = self._model_summary(engine, (row or {}).get("content") or "", new)
             author = kind = "model" if content else "extractive"
+        base = ((row or {}).get("state") or {}).get("based_on")
         if content is None:
-            if row is None or row["author_kind"] == "extractive":
+            if row is None or (row["author_kind"] == "extractive" and not base):
                 content = memory.render(state)
-            else:  # a clinician's, the model's or a carried summary: keep it and add what is new
-                content = memory.extend(row["content"], memory.render(memory.update(memory.empty_state(), new, first_turn)))
+            else:  # a clinician's, the model's or a carried summary: kept as written, the turns after it added
+                addition = (row.get("state") or {}).get("addition") if base else None
+                if not base:
+                    base = {"summary_id": row["id"], "author": row["author"], "author_kind": row["author_kind"],
+                            "text": row["content"]}
+                addition = memory.update(addition or memory.empty_state(), new, first_turn)
+                content = memory.extend(base["text"], memory.render(addition))
+                state.update(based_on=base, addition=addition)
         content = content or f"（第 {first or 1}–{last_turn} 轮没有可摘录的要点）"
         summary_id = self.store.add_summary(
             conversation["id"], content, author, kind, first_message_id=dialogue[0]["id"],
@@ -265,7 +272,8 @@ class MemoryMixin(ServiceBase):
         if row is not None and row["last_message_id"] is not None and dialogue:
             covered = next((i + 1 for i, m in enumerate(dialogue) if m["id"] == row["last_message_id"]), len(dialogue))
             state = memory.update(state or memory.empty_state(), dialogue[covered:], row["last_turn"] + 1)
-            content = memory.extend(row["content"], memory.render(memory.update(memory.empty_state(), dialogue[covered:], 1)))
+            addition = memory.update(memory.empty_state(), dialogue[covered:], row["last_turn"] + 1)
+            content = memory.extend(row["content"], memory.render(addition))
         elif row is not None:
             content = row["content"]
         else:

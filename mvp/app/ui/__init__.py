@@ -5,9 +5,13 @@
     api.py       the named API endpoints for gradio_client
     render.py    how messages, dropdowns and tables are shown
     common.py    user errors as toasts, the stream throttle, the logged-in user
+    memory.py    the 会谈摘要 panel, the cut marker in the chat, the stage suggestion banner
 """
 
 from .layout import build_ui
-from .render import CSS
+from .memory import CSS as _MEMORY_CSS
+from .render import CSS as _RENDER_CSS
+
+CSS = _RENDER_CSS + _MEMORY_CSS
 
 __all__ = ["CSS", "build_ui"]

@@ -15,6 +15,7 @@ from mvp.counsel.cases import load_cases
 from . import render
 from .api import check_arguments, register_api
 from .handlers import SAME_MODEL, Handlers
+from .memory import MemoryPanel
 
 SCORE_CHOICES = [1, 2, 3, 4, 5]
 SERVED_MODEL_SLOTS = 8  # concurrent replies sent to an OpenAI-compatible server (it batches them)
@@ -32,6 +33,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
     tags = list(service.rating.tags)
     model_slots = model_slots_for(model_info)
     h = Handlers(service)
+    mem = MemoryPanel(h)  # 会谈摘要 panel, cut marker, stage suggestion (memory.py)
 
     with gr.Blocks(title="心理咨询大模型 MVP · 临床评测") as demo:
         gr.Markdown(render.DISCLAIMER, elem_id="disclaimer")
@@ -65,7 +67,9 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             with gr.Row():
                                 start_scr = gr.Button("开始筛查", elem_id="start-screening", min_width=80)
                                 abandon_scr = gr.Button("放弃筛查", elem_id="abandon-screening", min_width=80)
+                        mem.build_panel()
                     with gr.Column(scale=3):
+                        mem.build_banner()
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
                         notice = gr.Markdown(elem_id="notice")
                         with gr.Row():
@@ -167,10 +171,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         export_btn.click(h.on_export, [export_demo], [export_out], **private)
         stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt, conv_info], **private)
         new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
-        new_btn.click(h.on_new, [stage, case], new_outputs, **private)
+        new_event = new_btn.click(h.on_new, [stage, case], new_outputs, **private)
         chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
         open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice, conv_list]
-        conv_list.input(h.on_open, [conv_list], open_outputs, **private)
+        open_event = conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         send_event = send.click(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
@@ -200,8 +204,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             trigger(h.on_flags, queue_inputs, queue_outputs, **private)
         flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
         review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
-        open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
+        flag_open_event = open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
+        mem.wire(conv_id=conv_id, stage=stage, conv_info=conv_info, open_outputs=open_outputs, private=private,
+                 after=[send_event, submit_event, regen_event, new_event, open_event, flag_open_event])
         del send_event, submit_event, regen_event
 
         check_arguments(demo, register_api(service, model_slots))
