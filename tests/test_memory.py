@@ -228,3 +228,30 @@ def test_export_contains_summaries_and_stage_transitions(tmp_path, small_engine)
     assert seen[1]["content"] in turn["input"] and CLIENT[0] not in turn["input"].split("对话：")[1]
     assert manifest["notes"]["replies_with_session_summary"] >= 1
     assert store.schema_version == LATEST_VERSION
+
+
+def test_store_summaries_events_and_sessions_validate_and_go_with_their_conversation(tmp_path):
+    store = Store(tmp_path / "feedback.db")
+    store.add_user("li", "long-password-1", "clinician")
+    a, b = store.create_conversation("li", "intake"), store.create_conversation("li", "intake")
+    m = store.add_user_message(a, "我睡不着")
+    other = store.add_user_message(b, "你好")
+    with pytest.raises(ValidationError):
+        store.add_summary(a, "主诉：失眠", "extractive", "extractive", last_message_id=other)
+    with pytest.raises(ValidationError):
+        store.add_summary(a, "主诉：失眠", "extractive", "robot")
+    with pytest.raises(ValidationError):
+        store.add_stage_event(a, "jumped", "intake", "assessment", "li")
+    first = store.add_summary(a, "主诉：失眠", "extractive", "extractive", first_message_id=m, last_message_id=m,
+                              first_turn=1, last_turn=1)
+    second = store.add_summary(a, "主诉：失眠两个月", "li", "clinician", last_message_id=m, first_turn=1, last_turn=1)
+    assert [s["is_latest"] for s in store.list_summaries(a)] == [False, True]
+    assert store.latest_summary(a)["id"] == second != first
+    store.add_stage_event(a, "manual", "intake", "assessment", "li", detail={"why": "测试"})
+    session = store.create_session(a, "li")
+    assert store.get_conversation(session)["session_no"] == 2
+    store.delete_conversation(a, by_user="li")
+    assert store.list_sessions(f"conv-{a}")[0]["id"] == session  # the later session stays
+    assert store.get_conversation(session)["previous_conversation_id"] is None
+    snapshot = store.export_snapshot()
+    assert not snapshot["summaries"] and not snapshot["stage_events"]  # deleted with their conversation
