@@ -255,3 +255,12 @@ def test_store_summaries_events_and_sessions_validate_and_go_with_their_conversa
     assert store.get_conversation(session)["previous_conversation_id"] is None
     snapshot = store.export_snapshot()
     assert not snapshot["summaries"] and not snapshot["stage_events"]  # deleted with their conversation
+
+
+def test_real_model_judges_the_stage_and_an_unparsable_answer_falls_back_to_the_signals(tmp_path, small_engine):
+    service, store = make_service(tmp_path, small_engine, writer="model")
+    cid = service.new_conversation("li", "intake")["id"]
+    replay(service, cid, ["你好，我最近心情不好。"] * service.stages.get("intake").exit_signals.min_client_turns)
+    pending = service.memory_view("li", cid)["suggestion"]
+    # the untrained model answers no JSON with a boolean "ready": the countable signals decide
+    assert pending["detail"]["method"] == "signals_fallback" and pending["to_stage"] == "assessment"

@@ -73,7 +73,8 @@ def suggest(stage, next_stage, signals: StageSignals, judge=None, dialogue: Sequ
     """A suggestion to move from `stage` to `next_stage`, or None.
 
     `judge(messages) -> str` (optional) runs one generation of a real model; it is asked only when
-    the countable signals hold, and its answer decides unless it cannot be parsed."""
+    the countable signals hold (then every QUIET_TURNS client turns), and its answer decides unless it
+    cannot be parsed."""
     if next_stage is None:
         return None
     ok, reasons = signals_met(stage, signals)
@@ -83,6 +84,8 @@ def suggest(stage, next_stage, signals: StageSignals, judge=None, dialogue: Sequ
                "screening_finished": signals.screening_finished, "open_risk": signals.open_risk}
     if judge is None or not stage.exit_signals.signs:
         return Suggestion(stage.id, next_stage.id, tuple(reasons), "signals", counted)
+    if (signals.client_turns_in_stage - (stage.exit_signals.min_client_turns or 0)) % QUIET_TURNS:
+        return None  # a model that said "not yet" is asked again every QUIET_TURNS turns, not every turn
     try:
         verdict = parse_judgement(judge(judge_prompt(stage, next_stage, dialogue)))
     except Exception:  # noqa: BLE001 - the model judgement is optional: the signals decide then

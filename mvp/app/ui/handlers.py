@@ -144,7 +144,9 @@ class Handlers:
             conversation = service.new_conversation(name, stage_id)
             cid = conversation["id"]
             info = render.conversation_info(service.stages, conversation)
-        shown, _ = render.to_chatbot(service.history(name, cid))
+        history = service.history(name, cid)
+        shown, shown_ids = render.to_chatbot(history)
+        shown, _ = mark_cut(shown, shown_ids, cut_message_id(history))  # the marker stays while it streams
         shown = shown + [{"role": "user", "content": render.show(text)}, {"role": "assistant", "content": "…"}]
         yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False), info
         notes = []
