@@ -60,6 +60,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                         conv_info = gr.Markdown("尚未开始对话：直接输入消息也会自动开始。", elem_id="conv-info")
                         conv_list = gr.Dropdown([], value=None, label="我的对话（最近的在前）", elem_id="conv-list",
                                                 info="选择一条以继续对话、查看和补评它的回复")
+                        mem.build_panel()
                         with gr.Group():
                             gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
                             instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
@@ -67,7 +68,6 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                             with gr.Row():
                                 start_scr = gr.Button("开始筛查", elem_id="start-screening", min_width=80)
                                 abandon_scr = gr.Button("放弃筛查", elem_id="abandon-screening", min_width=80)
-                        mem.build_panel()
                     with gr.Column(scale=3):
                         mem.build_banner()
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
@@ -172,7 +172,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt, conv_info], **private)
         new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
         new_event = new_btn.click(h.on_new, [stage, case], new_outputs, **private)
-        chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
+        clear_event = chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
         open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice, conv_list]
         open_event = conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
@@ -207,7 +207,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         flag_open_event = open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs, **private)
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         mem.wire(conv_id=conv_id, stage=stage, conv_info=conv_info, open_outputs=open_outputs, private=private,
-                 after=[send_event, submit_event, regen_event, new_event, open_event, flag_open_event])
+                 after=[send_event, submit_event, regen_event, new_event, clear_event, open_event, flag_open_event])
         del send_event, submit_event, regen_event
 
         check_arguments(demo, register_api(service, model_slots))
