@@ -66,7 +66,7 @@ def suggestion_text(view: dict, stages) -> str:
     s = view["suggestion"]
     reasons = "；".join((s["detail"] or {}).get("reasons") or []) or "本阶段的退出信号已满足"
     return (f"**建议进入下一阶段：{html.escape(render.stage_name(stages, s['to_stage']))}**"
-            f"（理由：{html.escape(reasons)}）。接受后从下一轮起使用新阶段的指令。")
+            f"（理由：{render.show(reasons)}）。接受后从下一轮起使用新阶段的指令。")  # a model's reason: shown inert
 
 
 class MemoryPanel:
@@ -102,7 +102,7 @@ class MemoryPanel:
             return NO_SUMMARY, "", "", gr.update(visible=False), ""
         view = self.service.memory_view(name, cid)
         row = view["summary"]
-        risk = f"⚠ {html.escape(view['risk'])}" if view["risk"] else ""
+        risk = f"⚠ {render.show(view['risk'])}" if view["risk"] else ""  # client words: no HTML, no links or images
         pending = view["suggestion"] is not None
         return (summary_info(view), row["content"] if row else "", risk, gr.update(visible=pending),
                 suggestion_text(view, self.service.stages) if pending else "")
