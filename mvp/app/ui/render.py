@@ -134,6 +134,8 @@ def conversation_choices(conversations: list[dict], stages, show_owner: bool = F
         label = " · ".join(parts)
         if c.get("open_flags"):
             label = f"⚠ {label} · 待复核"
+        if (c.get("session_no") or 1) > 1:
+            label += f" · 第 {c['session_no']} 次会谈"
         if c.get("title"):
             label += f" · {c['title']}"
         out.append((label, c["id"]))
