@@ -264,3 +264,20 @@ def test_real_model_judges_the_stage_and_an_unparsable_answer_falls_back_to_the_
     pending = service.memory_view("li", cid)["suggestion"]
     # the untrained model answers no JSON with a boolean "ready": the countable signals decide
     assert pending["detail"]["method"] == "signals_fallback" and pending["to_stage"] == "assessment"
+
+
+def test_fit_hides_covered_turns_behind_the_summary_and_keeps_a_carried_one():
+    from mvp.model.dialogue import ContextBudget, PlainFormat
+
+    budget = ContextBudget(PlainFormat(), len, 10_000)  # one token per character: nothing needs dropping
+    dialogue = []
+    for i in range(6):
+        dialogue += [{"role": "user", "content": f"第{i}轮来访者"}, {"role": "assistant", "content": f"第{i}轮回复"}]
+    messages = [{"role": "system", "content": "指令"}] + dialogue + [{"role": "user", "content": "最新"}]
+    fit = budget.fit(messages, 10, summary="会谈要点", covered=4)
+    assert fit.first_visible == 4 and fit.dropped_turns == 2 and fit.summary_used
+    assert "第1轮" not in fit.prompt and "第2轮来访者" in fit.prompt and "会谈要点" in fit.prompt
+    plain = budget.fit(messages, 10, summary="会谈要点")
+    assert plain.first_visible == 0 and not plain.summary_used  # nothing dropped: no summary
+    carried = budget.fit(messages, 10, summary="上次会谈要点", keep_summary=True)
+    assert carried.first_visible == 0 and carried.summary_used and "上次会谈要点" in carried.prompt
