@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                           model_check_timeout_s=config.model_check_timeout_s)
     except (ServiceError, StoreError) as exc:  # e.g. a malformed config/rating.yaml
         return fail(str(exc))
+    service.summary_writer = config.summary_writer  # who writes the 会谈摘要 (mvp/app/service/memory.py)
     demo = build_ui(service, info)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     url = f"http://{config.host}:{config.port}"

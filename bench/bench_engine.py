@@ -1,6 +1,6 @@
 """Engine benchmarks, each a ratio against a baseline measured in the same run.
 
-    python bench/bench_engine.py [--model demo] [--tokens 128] [--repeats 5]
+    python bench/bench_engine.py [--model demo] [--tokens 128] [--repeats 5] [--doc docs/benchmarks.md]
 
 1. Streaming through `Engine.start` vs a bare `model.generate` of the same prompt and the same number
    of new tokens (greedy, min_new_tokens = max_new_tokens so both produce exactly N tokens).
@@ -9,6 +9,11 @@
    turns of history, with the model's real context budget, plain and with a pinned risk note and a
    session summary in place of the dropped turns. Goal: per-turn cost ratio <= 2 (ideally ~1: the
    budget walks back from the newest turn and stops, earlier turns are never re-tokenised).
+3. The same with session memory as the app runs it (issue 17): the extractive 会谈摘要 of the dropped
+   turns + the risk line in place, the summary covering the turns before the window
+   (`ContextBudget.fit(covered=...)`), and the summary updated over the newly dropped turns only when
+   the window moves (its cost is part of the per-turn figure). `--doc` writes these figures into the
+   `memory` section of docs/benchmarks.md.
 
 Prints a table and writes bench/results/engine.json.
 """
@@ -102,11 +107,94 @@ def bench_prompt(engine, repeats: int, pinned=(), summary=None) -> dict:
             "ratio": out[500]["per_turn_s"] / out[50]["per_turn_s"], "goal": 2.0}
 
 
+RISK_LINE = "风险（安全标记，始终保留）：第 3 轮表达过自杀风险（「有时候觉得活着没意思」）"
+LOOKAHEAD_TURNS = 3  # as mvp/app/service/memory.py: the summary moves a few turns past the cut
+
+
+def bench_memory(engine, repeats: int) -> dict:
+    """Per-turn prompt building with the session summary in place, at 50 vs 500 turns."""
+    from mvp.counsel import memory
+    from mvp.model.dialogue import ContextBudget
+
+    out = {}
+    for turns in (50, 500):
+        budget = ContextBudget(engine.format, engine.count_tokens, engine.budget.context_tokens)
+        session = {"state": memory.empty_state(), "covered": 0, "updates": 0, "fit": None}
+
+        def step(messages):
+            history = messages[1:]
+            for _ in range(3):
+                text = memory.for_model(memory.render(session["state"]), RISK_LINE) if session["covered"] else None
+                fit = budget.fit(messages, 256, pinned=PINNED, summary=text, covered=session["covered"])
+                if fit.first_visible <= session["covered"]:
+                    break
+                target = min(len(history) - 1, fit.first_visible + 2 * LOOKAHEAD_TURNS)
+                while target > fit.first_visible and history[target]["role"] != "user":
+                    target -= 1
+                first_turn = sum(m["role"] == "user" for m in history[:session["covered"]]) + 1
+                session["state"] = memory.update(session["state"], history[session["covered"]:target], first_turn)
+                session["covered"], session["updates"] = target, session["updates"] + 1
+            session["fit"] = fit
+
+        messages = conversation(turns)
+        step(messages)  # a running session: earlier turns are counted and summarised once
+        times, updates = [], session["updates"]
+        for i in range(repeats):
+            messages = messages + [{"role": "assistant", "content": f"回复{i}：嗯，我在听。"},
+                                   {"role": "user", "content": f"新消息{i}：我还是睡不着，家里的事也让我烦。"}]
+            start = time.perf_counter()
+            step(messages)
+            times.append(time.perf_counter() - start)
+        fit = session["fit"]
+        out[turns] = {"per_turn_s": statistics.median(times), "mean_per_turn_s": statistics.fmean(times),
+                      "summary_updates_in_timed_turns": session["updates"] - updates, "timed_turns": repeats,
+                      "dropped_turns": fit.dropped_turns, "summary_used": fit.summary_used,
+                      "summary_chars": len(memory.render(session["state"])), "prompt_tokens": fit.prompt_tokens}
+    return {"turns_50": out[50], "turns_500": out[500],
+            "ratio": out[500]["per_turn_s"] / out[50]["per_turn_s"],
+            "mean_ratio": out[500]["mean_per_turn_s"] / out[50]["mean_per_turn_s"], "goal": 2.0}
+
+
+DOC_START, DOC_END = "<!-- memory:start (python bench/bench_engine.py --doc docs/benchmarks.md) -->", "<!-- memory:end -->"
+
+
+def doc_section(result: dict) -> str:
+    m, p = result["prompt_building_memory"], result["prompt_building"]
+    a, b = m["turns_50"], m["turns_500"]
+    return "\n".join([
+        DOC_START, "## Session memory: prompt building with the summary in place (issue 17)", "",
+        f"Model `{result['model']}` ({result['device']}), context {result['context_tokens']} tokens, 256 reserved for the "
+        "reply. One new turn appended to a running session, timed over "
+        f"{a['timed_turns']} turns; the per-turn figure includes updating the extractive 会谈摘要 over the newly "
+        "dropped turns whenever the window moves.", "",
+        "| history | per turn, median ms | per turn, mean ms | summary updates | turns dropped | summary chars | prompt tokens |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {n} turns | {r['per_turn_s'] * 1e3:.3f} | {r['mean_per_turn_s'] * 1e3:.3f} | "
+          f"{r['summary_updates_in_timed_turns']} of {r['timed_turns']} | {r['dropped_turns']} | {r['summary_chars']} | "
+          f"{r['prompt_tokens']} |" for n, r in ((50, a), (500, b))),
+        "",
+        f"Ratio 500 / 50 turns: **{m['ratio']:.2f}** median, {m['mean_ratio']:.2f} mean (goal <= {m['goal']}: the cost "
+        "does not grow with the length of the session). Without the summary, same run: "
+        f"{p['turns_50']['per_turn_s'] * 1e3:.3f} vs {p['turns_500']['per_turn_s'] * 1e3:.3f} ms (ratio {p['ratio']:.2f}).",
+        DOC_END])
+
+
+def write_doc(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if DOC_START in text and DOC_END in text:
+        head, rest = text.split(DOC_START, 1)
+        text = head + section + rest.split(DOC_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="demo", help="demo, a local folder or a hub id")
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per reply")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (median reported)")
+    parser.add_argument("--doc", type=Path, default=None, help="also rewrite the session-memory section of this Markdown file")
     args = parser.parse_args(argv)
 
     import torch
@@ -118,8 +206,10 @@ def main(argv=None) -> int:
     stream = bench_stream(engine, args.tokens, args.repeats)
     prompt = bench_prompt(engine, max(args.repeats, 20))
     noted = bench_prompt(engine, max(args.repeats, 20), pinned=PINNED, summary=SUMMARY)
-    result = {"model": args.model, "device": engine.loaded.device, "stream": stream, "prompt_building": prompt,
-              "prompt_building_pinned_summary": noted}
+    with_memory = bench_memory(engine, max(args.repeats, 20))
+    result = {"model": args.model, "device": engine.loaded.device, "context_tokens": engine.budget.context_tokens,
+              "stream": stream, "prompt_building": prompt, "prompt_building_pinned_summary": noted,
+              "prompt_building_memory": with_memory}
     print(f"{'measure':<44}{'baseline':>12}{'ours':>12}{'ratio':>8}{'goal':>7}")
     print(f"{'stream vs bare generate (' + str(args.tokens) + ' tokens), s':<44}"
           f"{stream['bare_generate_s']:>12.4f}{stream['engine_stream_s']:>12.4f}{stream['ratio']:>8.3f}{'<=1.05':>7}")
@@ -129,6 +219,11 @@ def main(argv=None) -> int:
     print(f"{'  same, with pinned note + summary, ms':<44}"
           f"{noted['turns_50']['per_turn_s'] * 1e3:>12.3f}{noted['turns_500']['per_turn_s'] * 1e3:>12.3f}"
           f"{noted['ratio']:>8.3f}{'<=2':>7}")
+    print(f"{'  same, session memory as the app runs it, ms':<44}"
+          f"{with_memory['turns_50']['per_turn_s'] * 1e3:>12.3f}{with_memory['turns_500']['per_turn_s'] * 1e3:>12.3f}"
+          f"{with_memory['ratio']:>8.3f}{'<=2':>7}")
+    if args.doc:
+        write_doc(args.doc, doc_section(result))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "engine.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mvp.store import LATEST_VERSION, Store, schema
+from mvp.store import Store, schema
 from train import benchmark, benchmark_data, gate, release
 
 BENCH = {"max_items": 6, "max_new_tokens": 6}

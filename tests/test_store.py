@@ -687,7 +687,7 @@ def test_exports_filter_demo_and_disabled(store: Store) -> None:
     ids = _export_fixture(store)
     snap = store.export_snapshot()
     assert set(snap) == {"model_versions", "conversations", "messages", "ratings", "thumbs",
-                         "comparisons", "assessment_items"}
+                         "comparisons", "assessment_items", "summaries", "stage_events"}
     assert [c["id"] for c in snap["conversations"]] == [ids["conv"]]
     assert {m["conversation_id"] for m in snap["messages"]} == {ids["conv"]}
     ratings = snap["ratings"]

@@ -23,6 +23,9 @@ writes. Layout of `--out` (files with no rows are not written; the manifest list
     llamafactory/dataset_info.json     registers every file there (`dataset_dir` = this folder)
     bianque/sft_{train,eval}.jsonl     input/target per approved reply, instruction inside input
     assessment/item_scores.jsonl       screening items: answer, model score, clinician score
+    memory/summaries.jsonl             session summaries (会谈摘要): content, author, turns covered
+    memory/stage_transitions.jsonl     stage events (accepted / manual = transitions; suggested,
+                                       dismissed) with the dialogue before each (train.memory_export)
 
 Train/eval split by conversation (never one conversation on both sides), by a seeded hash, so a
 conversation stays on its side as the database grows. Personal data is scrubbed by default with
@@ -46,7 +49,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from train import formats, noise, samples
+from train import formats, memory_export, noise, samples
 from train.data import file_sha256
 from train.export_files import Writer
 from mvp.store.base import make_private
@@ -292,6 +295,11 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
         writer.jsonl("assessment/item_scores.jsonl", [
             {**item, "split": "eval" if item["conversation_id"] in eval_ids else "train"}
             for item in result.assessment])
+        summaries, stage_events, memory_scrub = memory_export.memory_rows(
+            snapshot, sample_options.include_demo, scrub_messages)
+        scrub_counts.update(memory_scrub)
+        for rel, rows in (("memory/summaries.jsonl", summaries), ("memory/stage_transitions.jsonl", stage_events)):
+            writer.jsonl(rel, [{**r, "split": "eval" if r["conversation_id"] in eval_ids else "train"} for r in rows])
         writer.finish()
         manifest = {
             "manifest_version": MANIFEST_VERSION,
@@ -308,7 +316,7 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
                       "eval_fraction": options.eval_fraction, "min_eval_conversations": options.min_eval_conversations,
                       "train_conversations": len(set(conversation_ids) - eval_ids),
                       "eval_conversations": len(eval_ids), "eval_conversation_ids": sorted(eval_ids)},
-            "counts": counts,
+            "counts": {**counts, "memory": memory_export.memory_counts(summaries, stage_events)},
             "warnings": warnings,
             "drops": {kind: dict(sorted(c.items())) for kind, c in sorted(result.drops.items()) if c},
             "notes": dict(sorted(result.notes.items())),

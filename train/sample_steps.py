@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from train import formats
 from train.sample_types import HASH_SCALE, BuildResult, Sample, ScrubMessages
 
+SUMMARY_MARK = "会谈摘要（"  # mvp.model.dialogue.SUMMARY_TEMPLATE: a system prompt with a session summary
+
 
 def scrub_samples(result: BuildResult, scrub_messages: ScrubMessages) -> Counter:
     """Replace personal data the same way in every text of a conversation's samples; returns the
@@ -28,7 +30,7 @@ def scrub_samples(result: BuildResult, scrub_messages: ScrubMessages) -> Counter
         texts: dict[str, str] = {}
         for sample in by_conversation.get(cid, []):
             for m in sample.prompt:
-                if m["role"] != formats.SYSTEM:
+                if m["role"] != formats.SYSTEM or SUMMARY_MARK in m["content"]:  # a summary quotes the client
                     texts.setdefault(m["content"], m["role"])
             for text in (sample.chosen, sample.rejected, sample.completion):
                 if text:
@@ -40,8 +42,7 @@ def scrub_samples(result: BuildResult, scrub_messages: ScrubMessages) -> Counter
         totals.update({k: int(v) for k, v in dict(counts).items() if v})
         mapping = {o: s["content"] for o, s in zip(originals, scrubbed)}
         for sample in by_conversation.get(cid, []):
-            sample.prompt = [m if m["role"] == formats.SYSTEM else formats.message(m["role"], mapping[m["content"]])
-                             for m in sample.prompt]
+            sample.prompt = [formats.message(m["role"], mapping.get(m["content"], m["content"])) for m in sample.prompt]
             sample.chosen, sample.rejected, sample.completion = (
                 mapping.get(sample.chosen, sample.chosen), mapping.get(sample.rejected, sample.rejected),
                 mapping.get(sample.completion, sample.completion))

@@ -8,7 +8,9 @@ Rules (issue 4):
 - Prompt of a reply = its system prompt + the dialogue along its parent links, exactly as the model
   saw it: `gen_params["system_prompt"]` when the app recorded it, else the instruction of the reply's
   stage from the stages file, with the crisis instruction in front when the reply carried a crisis
-  preamble (as `mvp.app.service` builds it). Context messages keep their stored text.
+  preamble (as `mvp.app.service` builds it). Context messages keep their stored text. When a session
+  summary stood in for dropped turns (in the recorded system prompt), the dialogue starts where the
+  model's view started (`train.memory_export.seen_context`).
 - A reply's own text = what the model wrote: the crisis preamble the app prepends is removed when its
   length is recorded, and a blocked reply contributes its original (unsafe) text, only ever as a
   negative example.
@@ -29,7 +31,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from train import formats
+from train import formats, memory_export
 from train.sample_steps import deduplicate, scrub_samples, split_conversations  # noqa: F401 - re-exported
 from train.sample_types import (AGGREGATES, KINDS, PREAMBLE_CHARS_KEY, SYSTEM_PROMPT_KEY,  # noqa: F401
                                 BuildResult, Sample, SampleError, SampleOptions, ScrubMessages,
@@ -138,14 +140,15 @@ class Builder:
             if system is None:
                 reason = f"unknown_stage:{reply['stage_id']}"
             else:
-                context = [self.by_id[i] for i in self.path(mid)[:-1]]
+                context, seen = memory_export.seen_context([self.by_id[i] for i in self.path(mid)[:-1]], reply)
+                self.notes["replies_with_session_summary"] += seen
                 prompt = formats.with_system(system, [
                     formats.message(m["role"], m["content"]) for m in context
                     if m["role"] in (formats.USER, formats.ASSISTANT)
                 ])
                 problem = formats.role_problem(prompt + [formats.message(formats.ASSISTANT, "")])
                 reason = f"role_order:{problem}" if problem else ""
-                if (reply.get("metrics") or {}).get("dropped_turns"):
+                if (reply.get("metrics") or {}).get("dropped_turns") and len(context) == len(self.path(mid)) - 1:
                     # The engine fitted a long history by dropping old turns; the export keeps the
                     # whole history (training has its own max_length), and says how often.
                     self.notes["replies_generated_from_truncated_history"] += 1
@@ -336,8 +339,9 @@ class Builder:
 
     def _sft_conversation(self, cid: int, path: list[dict], approved: dict[int, tuple[str, str]]) -> None:
         dialogue: list[dict] = []
-        system, used, stop = None, [], ""
+        system, used, stop, ids = None, [], "", []
         for node in path:
+            ids.append(node["id"])
             if node["role"] == formats.USER:
                 dialogue.append(formats.message(formats.USER, node["content"]))
                 continue
@@ -360,6 +364,8 @@ class Builder:
                 used.append(node)
         if not used:
             return
+        seen, _ = memory_export.seen_context([{"id": i} for i in ids], used[0])  # after a session summary
+        dialogue = [m for m, i in zip(dialogue, ids) if i >= seen[0]["id"]] if seen else dialogue
         messages = formats.trim_trailing_user(formats.with_system(system, dialogue))
         problem = formats.role_problem(messages)
         if problem:

@@ -53,6 +53,7 @@ class AppConfig:
     scrub_at_storage: bool = field(default=False, metadata={"help": "所有对话存入数据库前即去除个人信息（演示账号的对话总是如此）"})
     model_check: str = field(default="auto", metadata={"help": "危机检测的模型复核：auto（真实模型时开启，内置演示模型时关闭）|on|off", "choices": MODEL_CHECK_MODES})
     model_check_timeout_s: float = field(default=8.0, metadata={"help": "模型复核的超时（秒）；超时不会阻挡消息，规则与分类器的结果照常生效"})
+    summary_writer: str = field(default="auto", metadata={"help": "会谈摘要由谁写：auto（真实模型时由模型撰写，内置演示模型时自动摘录）|model|extractive", "choices": ("auto", "model", "extractive")})
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -76,6 +77,7 @@ class AppConfig:
         timeout = self.model_check_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.5 <= timeout <= 120:
             raise ConfigError(f"model_check_timeout_s: {timeout!r} 应在 0.5 到 120 秒之间")
+        check_choice("summary_writer", self.summary_writer, ("auto", "model", "extractive"), ConfigError)
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("backend openai 需要 --base-url，例如 http://127.0.0.1:8000/v1")
 

@@ -4,13 +4,17 @@ Each stage has an id, a name and a one-line description for the UI, and the inst
 gets as the system prompt of every turn in that stage. Switching stage mid-conversation applies from
 the next turn, because `build_messages` puts the CURRENT stage's instruction in front of the history.
 A malformed file fails at start-up with a `StageFileError` that names the file and the key.
+
+Each stage may also list `goals` (what the stage is for, Chinese, shown to clinicians and given to a
+real model that judges whether to move on) and `exit_signals` (when the app suggests the next stage;
+see `EXIT_SIGNAL_KEYS` and mvp/counsel/progress.py). Unknown keys are refused with their names.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -20,11 +24,32 @@ from mvp.paths import CONFIG_DIR
 DEFAULT_STAGES_FILE = CONFIG_DIR / "stages.yaml"
 STAGE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,39}$")
 REQUIRED_KEYS = ("id", "name", "description", "instruction")
+OPTIONAL_KEYS = ("goals", "exit_signals")
+# exit_signals keys: min_client_turns (client turns in this stage), requires_screening (a PHQ-9/GAD-7
+# screening finished in this conversation), no_open_risk (no unreviewed risk flag), signs (what a
+# real model looks for in the dialogue, Chinese sentences).
+EXIT_SIGNAL_KEYS = ("min_client_turns", "requires_screening", "no_open_risk", "signs")
 MAX_INSTRUCTION_CHARS = 4000
+MAX_GOAL_CHARS = 200
+MAX_GOALS = 10
 
 
 class StageFileError(ValueError):
     """The stages file is missing or malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ExitSignals:
+    """When the app suggests moving on from a stage (all that are set must hold)."""
+
+    min_client_turns: int | None = None
+    requires_screening: bool = False
+    no_open_risk: bool = False
+    signs: tuple[str, ...] = ()
+
+    @property
+    def any(self) -> bool:
+        return self.min_client_turns is not None or self.requires_screening or bool(self.signs)
 
 
 @dataclass(frozen=True)
@@ -33,6 +58,8 @@ class Stage:
     name: str
     description: str
     instruction: str
+    goals: tuple[str, ...] = ()
+    exit_signals: ExitSignals = field(default_factory=ExitSignals)
 
 
 class Stages:
@@ -60,6 +87,12 @@ class Stages:
             known = ", ".join(self.by_id)
             raise StageFileError(f"未知的治疗阶段 {stage_id!r}（可选：{known}）") from None
 
+    def next_after(self, stage_id: str) -> Stage | None:
+        """The stage after this one in the file (None for the last)."""
+        ids = [stage.id for stage in self.list]
+        i = ids.index(self.get(stage_id).id)
+        return self.list[i + 1] if i + 1 < len(self.list) else None
+
     def choices(self) -> list[tuple[str, str]]:
         """(label, id) pairs for a dropdown."""
         return [(stage.name, stage.id) for stage in self.list]
@@ -84,7 +117,7 @@ def load_stages(path: str | Path | None = None) -> Stages:
         where = f"{path}: stages[{i}]"
         if not isinstance(item, dict):
             raise StageFileError(f"{where} 必须是包含 {', '.join(REQUIRED_KEYS)} 的映射")
-        extra = set(item) - set(REQUIRED_KEYS)
+        extra = set(item) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS)
         if extra:
             raise StageFileError(f"{where}: 未知的键 {sorted(extra)}")
         for key in REQUIRED_KEYS:
@@ -98,8 +131,40 @@ def load_stages(path: str | Path | None = None) -> Stages:
         if len(item["instruction"]) > MAX_INSTRUCTION_CHARS:
             raise StageFileError(f"{where}.instruction: 超过 {MAX_INSTRUCTION_CHARS} 字")
         seen.add(item["id"])
-        stages.append(Stage(*(item[key].strip() for key in REQUIRED_KEYS)))
+        stages.append(Stage(*(item[key].strip() for key in REQUIRED_KEYS), goals=_strings(item.get("goals"), f"{where}.goals"),
+                            exit_signals=_exit_signals(item.get("exit_signals"), f"{where}.exit_signals")))
     return Stages(stages, path)
+
+
+def _strings(value, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_GOALS:
+        raise StageFileError(f"{where}: 必须是至多 {MAX_GOALS} 条中文短句的列表")
+    out = []
+    for i, text in enumerate(value):
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_GOAL_CHARS:
+            raise StageFileError(f"{where}[{i}]: 必须是非空字符串（至多 {MAX_GOAL_CHARS} 字）")
+        out.append(text.strip())
+    return tuple(out)
+
+
+def _exit_signals(value, where: str) -> ExitSignals:
+    if value is None:
+        return ExitSignals()
+    if not isinstance(value, dict):
+        raise StageFileError(f"{where}: 必须是映射，可用的键：{', '.join(EXIT_SIGNAL_KEYS)}")
+    unknown = set(value) - set(EXIT_SIGNAL_KEYS)
+    if unknown:
+        raise StageFileError(f"{where}: 未知的键 {sorted(unknown)}（可用的键：{', '.join(EXIT_SIGNAL_KEYS)}）")
+    turns = value.get("min_client_turns")
+    if turns is not None and (isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 500):
+        raise StageFileError(f"{where}.min_client_turns: 必须是 1 到 500 之间的整数，收到 {turns!r}")
+    for key in ("requires_screening", "no_open_risk"):
+        if key in value and not isinstance(value[key], bool):
+            raise StageFileError(f"{where}.{key}: 必须是 true 或 false，收到 {value[key]!r}")
+    return ExitSignals(turns, bool(value.get("requires_screening", False)), bool(value.get("no_open_risk", False)),
+                       _strings(value.get("signs"), f"{where}.signs"))
 
 
 def build_messages(instruction: str, history: Sequence[dict]) -> list[dict]:

@@ -253,9 +253,13 @@ class ContextBudget:
         return self._cached(("summary", text), lambda: self.count_tokens(text))
 
     def fit(self, messages: Sequence[dict], max_new_tokens: int, *, pinned: Sequence[str] = (),
-            summary: str | None = None) -> FitResult:
+            summary: str | None = None, covered: int = 0, keep_summary: bool = False) -> FitResult:
         """Keep the system instruction, the pinned notes and the newest client message, then as many of
         the newest whole turns as fit; when turns are dropped, `summary` (if given) takes their place.
+
+        `covered`: the first `covered` dialogue messages are already in the summary and are never
+        shown (the summary moves in steps of several turns, not every turn); `keep_summary`: the summary
+        is used even when no turn is dropped (a summary carried over from an earlier session).
 
         Raises ContextTooLongError when the instruction, the notes and the newest message alone do not
         fit (the summary is left out before that happens).
@@ -272,8 +276,9 @@ class ContextBudget:
                 f"这条消息太长（连同阶段指令约 {fixed} 个 token），超出模型上下文"
                 f"（{self.context_tokens} 个 token，需为回复预留 {max_new_tokens}）：请缩短后再发"
             )
-        starts, total = self._newest_turns(history, budget - fixed)
-        use_summary = summary is not None and starts[-1][0] > 0
+        covered = max(0, min(int(covered), len(history) - 1))
+        starts, total = self._newest_turns(history, budget - fixed, covered)
+        use_summary = summary is not None and (starts[-1][0] > 0 or keep_summary)
         if use_summary:
             # Make room for the summary by giving up the oldest kept turns; leave it out if even the
             # newest message alone leaves no room for it.
@@ -306,7 +311,7 @@ class ContextBudget:
         turns = users + (history[0]["role"] != "user")  # a leading reply is a turn of its own
         return FitResult(kept, prompt, n, turns - len(starts), first, use_summary)
 
-    def _newest_turns(self, history: list[dict], room: int) -> tuple[list[tuple[int, int]], int]:
+    def _newest_turns(self, history: list[dict], room: int, covered: int = 0) -> tuple[list[tuple[int, int]], int]:
         """Walk back from the newest client message over whole turns while they fit in `room`.
 
         Returns [(start index, cost)] of the kept turns, newest first (the newest message is the first
@@ -316,9 +321,9 @@ class ContextBudget:
         last = len(history) - 1
         self.message_tokens(history[last])  # counted exactly in `fixed`; cached for the next turns
         starts, total, cost = [(last, 0)], 0, 0
-        for i in range(last - 1, -1, -1):
+        for i in range(last - 1, covered - 1, -1):
             cost += self.message_tokens(history[i])
-            if history[i]["role"] != "user" and i > 0:
+            if history[i]["role"] != "user" and i > covered:
                 continue  # a reply: its turn starts at the client message before it
             if total + cost > room:
                 break

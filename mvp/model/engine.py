@@ -254,23 +254,27 @@ class EngineBase:
             return GenerationParams()
 
     def start(self, messages: Sequence[dict], params: GenerationParams | None = None, *,
-              pinned: Sequence[str] = (), summary: str | None = None) -> Generation:
+              pinned: Sequence[str] = (), summary: str | None = None, covered: int = 0,
+              keep_summary: bool = False) -> Generation:
         """Fit, render and start generating; raises DialogueError/ContextTooLongError up front.
 
         `pinned` notes ride with the system prompt and are never dropped (a risk note); `summary`
         stands in for the turns the budget drops (see ContextBudget.fit). The result reports
-        dropped_turns, first_visible and summary_used.
+        dropped_turns, first_visible and summary_used. `covered` and `keep_summary`: see ContextBudget.fit.
         """
         params = params or self.default_params()
-        fit = self.budget.fit(messages, params.max_new_tokens, pinned=pinned, summary=summary)
+        fit = self.budget.fit(messages, params.max_new_tokens, pinned=pinned, summary=summary, covered=covered,
+                              keep_summary=keep_summary)
         gen = self.generation_class(self.format.stop_strings)
         threading.Thread(target=self._run, args=(gen, fit, params), daemon=True).start()
         return gen
 
     def generate(self, messages: Sequence[dict], params: GenerationParams | None = None, *,
-                 pinned: Sequence[str] = (), summary: str | None = None) -> ReplyResult:
+                 pinned: Sequence[str] = (), summary: str | None = None, covered: int = 0,
+                 keep_summary: bool = False) -> ReplyResult:
         """Generate a whole reply (not streamed)."""
-        gen = self.start(messages, params, pinned=pinned, summary=summary)
+        gen = self.start(messages, params, pinned=pinned, summary=summary, covered=covered,
+                         keep_summary=keep_summary)
         for _ in gen:
             pass
         return gen.result

@@ -22,7 +22,7 @@ No IP address or other network detail is stored anywhere.
 
 Tables (see ``schema.py``): migrations, users, model_versions, conversations, messages, ratings,
 thumbs, comparisons, flags, assessments, assessment_items, deletion_log, audit_log, rating_batches,
-rating_tasks.
+rating_tasks, summaries, stage_events.
 
 API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are ISO 8601 UTC):
   users        add_user(name, password, role="clinician") -> dict; authenticate(name, password) -> bool;
@@ -73,6 +73,12 @@ API (ids are ints; JSON fields go in and come out as dicts/lists; timestamps are
                allowed_tags=None, **scores); skip_task(task_id, assignee)
   agreement    agreement_rows(batch_id=None, include_demo=False); agreement_report(batch_id=None,
                include_demo=False) (Krippendorff's alpha, computed in ``agreement.py``)
+  memory       add_summary(conversation_id, content, author, author_kind, *, first_message_id=None,
+               last_message_id=None, first_turn=0, last_turn=0, state=None, source_conversation_id=None)
+               -> id; list_summaries(cid); latest_summary(cid); get_summary(id); add_stage_event(cid,
+               kind, from_stage, to_stage, actor, message_id=None, detail=None) -> id;
+               list_stage_events(cid); create_session(previous_id, user, model_version_id=None) -> id;
+               list_sessions(case_key)
   audit        add_audit(actor, action, target=None, detail=None) -> id; list_audit(limit=200)
   dashboard    ratings_per_day(utc_offset_hours=8); mean_scores_by_version(); win_rates();
                tag_frequencies(); clinician_activity(); summary_counts();
@@ -89,6 +95,7 @@ from .errors import NotFoundError, PermissionDeniedError, StoreError, Validation
 from .export import ExportMixin
 from .feedback import FeedbackMixin
 from .flags import FlagsMixin
+from .memory import MemoryMixin, case_key_of
 from .models import ModelsMixin
 from .schema import BUSY_TIMEOUT_S, LATEST_VERSION, MIGRATIONS, migrate
 from .stats import StatsMixin
@@ -122,6 +129,7 @@ class Store(
     AuditMixin,
     RetentionMixin,
     AssignmentsMixin,
+    MemoryMixin,
 ):
     """feedback.db: ``Store(path, scrub=None, scrub_demo=None)``. See the module docstring for the API."""
 
@@ -152,5 +160,6 @@ __all__ = [
     "StoreError",
     "ValidationError",
     "active_path",
+    "case_key_of",
     "migrate",
 ]

@@ -51,7 +51,7 @@ class ExportMixin(StoreBase):
         self, include_demo: bool = False, include_disabled: bool = False
     ) -> dict[str, list[dict[str, Any]]]:
         """``{"model_versions", "conversations", "messages", "ratings", "thumbs", "comparisons",
-        "assessment_items"}``, all from one read transaction."""
+        "assessment_items", "summaries", "stage_events"}``, all from one read transaction."""
         with self._read(snapshot=True) as conn:
             return {
                 "model_versions": self._export_model_versions(conn),
@@ -61,6 +61,7 @@ class ExportMixin(StoreBase):
                 "thumbs": self._export_thumbs(conn, include_demo, include_disabled),
                 "comparisons": self._export_comparisons(conn, include_demo, include_disabled),
                 "assessment_items": self._export_assessment_items(conn, include_demo),
+                **self._export_memory(conn, include_demo),  # summaries, stage_events (memory.py)
             }
 
     def export_conversations(self, include_demo: bool = False) -> list[dict[str, Any]]:

@@ -299,7 +299,6 @@ MIGRATIONS += (
         ),
     ),
 )
-
 MIGRATIONS += (
     Migration(
         10,
@@ -344,6 +343,49 @@ MIGRATIONS += (
             "ALTER TABLE model_versions ADD COLUMN status TEXT NOT NULL DEFAULT 'servable'"
             " CHECK (status IN ('candidate', 'servable', 'refused'))",
             "ALTER TABLE model_versions ADD COLUMN release TEXT",
+        ),
+    ),
+)
+# Migration 12 (issue 17): session summaries, stage events and sessions of one client case.
+MIGRATIONS += (
+    Migration(
+        12,
+        "summaries, stage_events; conversations.case_key, .session_no, .previous_conversation_id",
+        (
+            """CREATE TABLE summaries (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                first_message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+                last_message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+                first_turn INTEGER NOT NULL DEFAULT 0 CHECK (first_turn >= 0),
+                last_turn INTEGER NOT NULL DEFAULT 0 CHECK (last_turn >= first_turn),
+                content TEXT NOT NULL,
+                state TEXT CHECK (state IS NULL OR json_valid(state)),
+                author TEXT NOT NULL,
+                author_kind TEXT NOT NULL CHECK (author_kind IN ('extractive', 'model', 'clinician', 'carried')),
+                source_conversation_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
+                is_latest INTEGER NOT NULL DEFAULT 1 CHECK (is_latest IN (0, 1)),
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX summaries_conversation ON summaries (conversation_id, id)",
+            "CREATE UNIQUE INDEX summaries_latest ON summaries (conversation_id) WHERE is_latest = 1",
+            """CREATE TABLE stage_events (
+                id INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+                message_id INTEGER REFERENCES messages(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL CHECK (kind IN ('suggested', 'accepted', 'dismissed', 'manual')),
+                from_stage TEXT,
+                to_stage TEXT NOT NULL,
+                detail TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(detail)),
+                actor TEXT NOT NULL,
+                at TEXT NOT NULL
+            )""",
+            "CREATE INDEX stage_events_conversation ON stage_events (conversation_id, id)",
+            "ALTER TABLE conversations ADD COLUMN case_key TEXT",
+            "ALTER TABLE conversations ADD COLUMN session_no INTEGER NOT NULL DEFAULT 1 CHECK (session_no >= 1)",
+            "ALTER TABLE conversations ADD COLUMN previous_conversation_id INTEGER"
+            " REFERENCES conversations(id) ON DELETE SET NULL",
+            "CREATE INDEX conversations_case ON conversations (case_key, session_no)",
         ),
     ),
 )

@@ -7,6 +7,7 @@ may do, so the browser UI and the gradio_client API share the same validation an
 The façade is composed of one part per concern:
   base.py      user errors, streamed events, the engine pool, account and ownership checks
   chat.py      conversations and chat turns (send, regenerate, stop)
+  memory.py    session summary (会谈摘要) in the prompt, corrections, stage suggestions, sessions of a case
   feedback.py  blind comparisons, ratings, thumbs
   admin.py     safety review queue, dashboard figures, model versions, training-data export
   tasks.py     rating batches and blind assigned tasks (overlap between raters), agreement
@@ -23,11 +24,12 @@ from .base import MAX_LOADED_ENGINES, USER_ERRORS, EnginePool, Event, ServiceErr
 from .chat import ChatMixin
 from .feedback import FeedbackMixin
 from .tasks import TasksMixin
+from .memory import MemoryMixin
 
 COMPARE_CHOICES = CHOICES  # declared once, in mvp.store.validation
 
 
-class Service(ChatMixin, FeedbackMixin, AdminMixin, TasksMixin, ScreeningMixin):
+class Service(ChatMixin, MemoryMixin, FeedbackMixin, AdminMixin, TasksMixin, ScreeningMixin):
     """``Service(store, stages, engines, rating=None, rules=None, resources=None, model_check_engine=None)``."""
 
     def __init__(self, *args, **kwargs):

@@ -17,7 +17,6 @@ from typing import Any
 
 from mvp import safety
 from mvp.counsel.stages import build_messages
-from mvp.model.dialogue import system_with_notes
 from mvp.model.engine import GenerationError, GenerationParams
 from mvp.store.validation import check_message
 
@@ -43,8 +42,9 @@ class ChatMixin(ServiceBase):
         return self.store.get_conversation(cid)
 
     def set_stage(self, name: str, conversation_id: int, stage_id: str) -> dict:
-        _, conversation = self._conversation(name, conversation_id)
+        user, conversation = self._conversation(name, conversation_id)
         stage = self.stages.get(stage_id)
+        self._manual_stage(user["name"], conversation, stage.id)  # a stage event (memory.py)
         self.store.set_stage(conversation["id"], stage.id)
         return self.store.get_conversation(conversation["id"])
 
@@ -178,10 +178,10 @@ class ChatMixin(ServiceBase):
             raise ServiceError("还没有来访者消息，无法重新生成")
         return users[-1]
 
-    def _context(self, conversation: dict, parent_id: int, detection, risk: RiskState) -> tuple[list[dict], str]:
+    def _context(self, conversation: dict, parent_id: int, detection, risk: RiskState) -> tuple[list[dict], str, list]:
         path = self.store.get_path(parent_id)
         stage = self.stages.get(conversation["stage_id"])
-        return build_messages(self._instruction(stage, detection, risk), path), stage.id
+        return build_messages(self._instruction(stage, detection, risk), path), stage.id, path
 
     @staticmethod
     def _instruction(stage, detection, risk: RiskState | None = None) -> str:
@@ -214,21 +214,23 @@ class ChatMixin(ServiceBase):
         make_active: bool = True,
     ) -> Iterator[Event]:
         risk = self.risk(conversation["id"])
-        messages, stage_id = self._context(conversation, parent_id, detection, risk)
+        messages, stage_id, path = self._context(conversation, parent_id, detection, risk)
         pinned = self._pinned(risk)
-        # What the model sees as its system prompt (the stage or crisis instruction + the risk note):
-        # stored with the reply, so that training data shows a model the prompt it was served.
-        system_prompt = system_with_notes(messages[:1], pinned)[0]["content"]
         engine = self.engines.get(version) if version else self.engines.primary
         version_id = version["id"] if version else self.engines.primary_id
         params = params or engine.default_params()
+        # The session summary stands in for the turns the budget drops (memory.py); what the model
+        # saw (system prompt with notes and summary, the first message seen) is stored with the reply.
+        window = self._window(conversation, path, messages, engine, params, pinned)
+        prompt = lambda result: self._prompt_record(messages, pinned, window, result, path)  # noqa: E731
         preamble = ""
         if detection is not None and detection.is_crisis:
             preamble = safety.safety_message(detection, self.resources) + "\n\n"
             yield Event(preamble)
         crisis = self._crisis_context(detection, risk)
         stream = safety.ReplyStream(lambda text: self.rules.screen_reply(text, crisis))
-        gen = engine.start(messages, params, pinned=pinned)
+        gen = engine.start(messages, params, pinned=pinned, summary=window.text, covered=window.covered,
+                           keep_summary=window.keep)
         self._running[conversation["id"]] = gen
         try:
             for _ in gen:
@@ -248,22 +250,24 @@ class ChatMixin(ServiceBase):
                 pass
             if gen.result is not None:
                 self._store_reply(conversation, parent_id, stage_id, version_id, gen.result, preamble, detection,
-                                  make_active, system_prompt=system_prompt, risk=risk)
+                                  make_active, prompt=prompt(gen.result), risk=risk)
             raise
         finally:
             self._running.pop(conversation["id"], None)
         message, notices = self._store_reply(
             conversation, parent_id, stage_id, version_id, gen.result, preamble, detection, make_active,
-            system_prompt=system_prompt, risk=risk, screen=stream.close(),
+            prompt=prompt(gen.result), risk=risk, screen=stream.close(),
         )
+        if make_active and self._suggest_stage(conversation, message["id"], engine):
+            notices.append("已满足本阶段的退出信号：可在对话上方接受或暂不进入下一阶段")
         yield Event(message["content"], done=True, message=message, notices=notices)
 
     def _store_reply(self, conversation, parent_id, stage_id, version_id, result, preamble, detection, make_active,
-                     system_prompt: str, risk: RiskState, screen=None):
+                     prompt: tuple[str, dict], risk: RiskState, screen=None):
         """Screen and store a finished (or interrupted) reply; returns (message, notices).
 
-        The exact system prompt the model saw goes into gen_params (the export rebuilds each
-        sample's prompt from it) and the length of a crisis preamble into the safety record, so
+        The exact system prompt the model saw (summary included) and where its view of the dialogue
+        started go into gen_params (the export rebuilds each sample's prompt from them) and the length of a crisis preamble into the safety record, so
         training data can separate what the model wrote from what the app put in front of it."""
         text = clean_model_text(result.text)
         crisis = self._crisis_context(detection, risk)
@@ -288,7 +292,7 @@ class ChatMixin(ServiceBase):
             content,
             stage_id=stage_id,
             model_version_id=version_id,
-            gen_params={**result.params, "system_prompt": system_prompt},
+            gen_params={**result.params, "system_prompt": prompt[0], "context": prompt[1]},
             metrics=result.metrics(),
             status=status,
             safety=safety_info,
@@ -301,7 +305,8 @@ class ChatMixin(ServiceBase):
             )
         notices = []
         if result.dropped_turns:
-            notices.append(f"对话较长，最早的 {result.dropped_turns} 轮未放入模型上下文")
+            notices.append(f"对话较长，最早的 {result.dropped_turns} 轮已移出模型上下文"
+                           + ("，由会谈摘要代替（见左侧）" if result.summary_used else ""))
         if screen.blocked:
             notices.append("模型回复未通过安全检查，已替换为安全回复并标记")
         return self.store.get_message(message_id), notices

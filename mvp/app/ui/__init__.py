@@ -7,9 +7,14 @@
     common.py    user errors as toasts, the stream throttle, the logged-in user
     tasks.py     the 待评分任务 and 评分批次 tabs, the dashboard's agreement section, their API
     task_handlers.py  what those events do, and their tables
+    memory.py    the 会谈摘要 panel, the cut marker in the chat, the stage suggestion banner
 """
 
 from .layout import build_ui
-from .render import CSS, HEAD
+from .memory import CSS as _MEMORY_CSS
+from .render import CSS as _RENDER_CSS
+from .render import HEAD
+
+CSS = _RENDER_CSS + _MEMORY_CSS
 
 __all__ = ["CSS", "HEAD", "build_ui"]

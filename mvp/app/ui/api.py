@@ -77,9 +77,9 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
 
     @api
     def stages(request: gr.Request) -> list:
-        """The treatment stages: id, name, description, instruction."""
+        """The treatment stages: id, name, description, instruction, goals, exit_signals."""
         service.user(username(request))
-        return [vars(s) for s in service.stages]
+        return [{**vars(s), "exit_signals": vars(s.exit_signals)} for s in service.stages]
 
     @api
     def new_conversation(stage_id: str = "", case_id: str = "", request: gr.Request = None) -> dict:

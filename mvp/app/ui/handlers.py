@@ -18,6 +18,7 @@ from mvp.store import ValidationError
 from mvp.store.validation import check_message
 
 from . import render
+from .memory import cut_message_id, mark_cut
 from .common import info, throttled, user_errors, user_errors_stream, username, warning
 
 SAME_MODEL = ("同一模型（两次采样）", 0)
@@ -39,6 +40,7 @@ class Handlers:
         history = service.history(name, cid)
         alternatives = {m["id"]: service.alternatives(name, m["id"]) for m in history if m["role"] == "assistant"}
         messages, ids = render.to_chatbot(history, service.stages, alternatives)
+        messages, ids = mark_cut(messages, ids, cut_message_id(history))  # where the model's view starts
         choices = render.rate_choices(history, service.stages, alternatives, service.rated_ids(name, cid))
         return messages, ids, choices
 
@@ -144,7 +146,9 @@ class Handlers:
             conversation = service.new_conversation(name, stage_id)
             cid = conversation["id"]
             info = render.conversation_info(service.stages, conversation)
-        shown, _ = render.to_chatbot(service.history(name, cid))
+        history = service.history(name, cid)
+        shown, shown_ids = render.to_chatbot(history)
+        shown, _ = mark_cut(shown, shown_ids, cut_message_id(history))  # the marker stays while it streams
         shown = shown + [{"role": "user", "content": render.show(text)}, {"role": "assistant", "content": "…"}]
         yield shown, "", cid, gr.update(), gr.update(), "", gr.update(visible=False), info
         notes = []

@@ -15,6 +15,7 @@ from mvp.counsel.cases import load_cases
 from . import render, tasks
 from .api import check_arguments, register_api
 from .handlers import SAME_MODEL, Handlers
+from .memory import MemoryPanel
 
 SCORE_CHOICES = [1, 2, 3, 4, 5]
 SERVED_MODEL_SLOTS = 8  # concurrent replies sent to an OpenAI-compatible server (it batches them)
@@ -32,6 +33,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
     tags = list(service.rating.tags)
     model_slots = model_slots_for(model_info)
     h = Handlers(service)
+    mem = MemoryPanel(h)  # 会谈摘要 panel, cut marker, stage suggestion (memory.py)
 
     with gr.Blocks(title="心理咨询大模型 MVP · 临床评测") as demo:
         gr.Markdown(render.DISCLAIMER, elem_id="disclaimer")
@@ -58,6 +60,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                         conv_info = gr.Markdown("尚未开始对话：直接输入消息也会自动开始。", elem_id="conv-info")
                         conv_list = gr.Dropdown([], value=None, label="我的对话（最近的在前）", elem_id="conv-list",
                                                 info="选择一条以继续对话、查看和补评它的回复")
+                        mem.build_panel()
                         with gr.Group():
                             gr.Markdown("**量表筛查**（评估阶段，由模型逐题提问）")
                             instrument = gr.Radio([(i.name, i.id) for i in service.instruments.values()],
@@ -66,6 +69,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
                                 start_scr = gr.Button("开始筛查", elem_id="start-screening", min_width=80)
                                 abandon_scr = gr.Button("放弃筛查", elem_id="abandon-screening", min_width=80)
                     with gr.Column(scale=3):
+                        mem.build_banner()
                         chatbot = gr.Chatbot(elem_id="chatbot", height=480, label="对话（你扮演来访者）", buttons=["copy"])
                         notice = gr.Markdown(elem_id="notice")
                         with gr.Row():
@@ -174,10 +178,10 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         export_btn.click(h.on_export, [export_demo], [export_out], **private)
         stage.change(h.on_stage, [stage, conv_id], [stage_desc, stage_prompt, conv_info], **private)
         new_outputs = [conv_id, chatbot, msg_ids, target, conv_info, msg, case_pos, compare_box, notice, conv_list, scr_summary, scr_table]
-        new_btn.click(h.on_new, [stage, case], new_outputs, **private)
-        chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
+        new_event = new_btn.click(h.on_new, [stage, case], new_outputs, **private)
+        clear_event = chatbot.clear(h.on_new, [stage, case], new_outputs, **private)  # the clear icon starts a new conversation
         open_outputs = [conv_id, chatbot, msg_ids, target, conv_info, stage, scr_summary, scr_table, compare_box, notice, conv_list]
-        conv_list.input(h.on_open, [conv_list], open_outputs, **private)
+        open_event = conv_list.input(h.on_open, [conv_list], open_outputs, **private)
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         for trigger in (send.click, msg.submit):  # a new message brings the chat back to its newest text
@@ -211,9 +215,11 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
             trigger(h.on_flags, queue_inputs, queue_outputs, **private)
         flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
         review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
-        open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs + [focus_at], **private).success(
-            None, [focus_at], None, js=render.FOCUS_MESSAGE_JS, **private)  # the chat opens AT the flagged message
+        flag_open_event = open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs + [focus_at], **private)
+        flag_open_event.success(None, [focus_at], None, js=render.FOCUS_MESSAGE_JS, **private)  # the chat opens AT the flagged message
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
+        mem.wire(conv_id=conv_id, stage=stage, conv_info=conv_info, open_outputs=open_outputs, private=private,
+                 after=[send_event, submit_event, regen_event, new_event, clear_event, open_event, flag_open_event])
         del send_event, submit_event, regen_event
 
         check_arguments(demo, register_api(service, model_slots) | tasks.register_task_api(service, model_slots))

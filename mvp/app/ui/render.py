@@ -185,6 +185,8 @@ def conversation_choices(conversations: list[dict], stages, show_owner: bool = F
         if show_owner:
             parts.append(c["user_name"])
         parts += [stage_name(stages, c["stage_id"]), f"版本 {c.get('model_version_id')}"]
+        if (c.get("session_no") or 1) > 1:
+            parts.append(f"第 {c['session_no']} 次会谈")
         if c.get("title"):
             parts.append(c["title"])
         label = " · ".join(parts)
@@ -400,6 +402,7 @@ HELP = """
 5. “比较两条回复”会对同一上下文生成两条回复，随机排列、隐藏来源；选择更好的一条，它将继续对话。
 6. **量表筛查**（PHQ-9 / GAD-7）的进度随时保存，服务重启后可继续；“放弃筛查”会保留已回答的题目。
 7. 检测到危机内容时，回复开头会先给出求助资源，并自动标记该消息，管理员在“安全审查”中逐条复核。
+8. 对话较长时，较早的轮次会移出模型上下文，由左侧的**会谈摘要**代替（对话中以“以上内容已移出模型视野”标出分界）；可直接修改摘要并“保存修改”，模型从下一轮起使用你的版本。满足本阶段的退出信号时，对话上方会**建议进入下一阶段**（接受 / 暂不）；“新会谈（同一来访者）”沿用上次的阶段和摘要。
 
 所有评分保存在 `feedback.db`，由 `train/` 转换为下一轮模型的训练数据。
 """
