@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from train import formats, memory_export, noise, samples
+from train.rater_policy import RATER_POLICIES, rater_weights
 from train.data import file_sha256
 from train.export_files import Writer
 from mvp.store.base import make_private
@@ -59,8 +60,6 @@ MANIFEST_VERSION = 1
 SPLITS = ("train", "eval")
 FORMAT_KINDS = ("dpo", "kto", "sft")
 MAX_EVAL_FRACTION = 0.9
-RATER_POLICIES = ("exclude", "weight")
-RATER_ALPHA_MEASURE = "overall"  # the score the export aggregates: a rater's agreement is judged on it
 
 
 class ExportError(Exception):
@@ -143,37 +142,16 @@ def read_snapshot(db_path: Path) -> tuple[dict[str, list[dict]], int]:
         raise ExportError(str(exc)) from None
 
 
-def rater_weights(db_path: Path, options: ExportOptions) -> tuple[dict[str, float] | None, dict | None]:
-    """(rater -> weight, the manifest's record) from each rater's agreement with the others on
-    `overall` (mvp.store.agreement: the rater against the others' median). Below `min_rater_alpha`:
-    weight 0 (policy exclude) or max(alpha, 0) / threshold (policy weight; a threshold <= 0 gives 0).
-    A rater without enough overlap to measure keeps weight 1 and is listed as such."""
+def _rater_weights(db_path: Path, options: ExportOptions) -> tuple[dict[str, float] | None, dict | None]:
     if options.min_rater_alpha is None:
         return None, None
     from mvp.store import Store, StoreError
 
     try:
         with Store(db_path) as store:
-            report = store.agreement_report(include_demo=options.include_demo)
+            return rater_weights(store.agreement_report(include_demo=options.include_demo), options)
     except StoreError as exc:
         raise ExportError(str(exc)) from None
-    weights, raters, threshold = {}, [], options.min_rater_alpha
-    for entry in report["raters"]:
-        measure = entry["measures"].get(RATER_ALPHA_MEASURE)
-        if measure is None:
-            continue
-        alpha, action, weight = measure["alpha"], "kept", 1.0
-        if alpha is None:
-            action = "not_enough_overlap"
-        elif alpha < threshold:
-            weight = 0.0 if options.rater_policy == "exclude" or threshold <= 0 else round(max(alpha, 0) / threshold, 4)
-            action = "excluded" if weight == 0 else "weighted"
-            weights[entry["rater"]] = weight
-        raters.append({"rater": entry["rater"], "alpha": alpha, "n_items": measure["n_items"], "action": action,
-                       "weight": weight})
-    record = {"min_alpha": threshold, "policy": options.rater_policy, "measure": f"{RATER_ALPHA_MEASURE} (interval, "
-              "rater vs the median of the others)", "raters": raters}
-    return weights, record
 
 
 # -- the export ----------------------------------------------------------------------------------
@@ -255,7 +233,7 @@ def _export(db_path: Path, out: Path, options: ExportOptions,
         raise ExportError(f"输出目录已存在 / output exists: {out}（用 --overwrite 替换 / use --overwrite）")
     stages = _load_stages(options.stages_file)
     snapshot, schema_version = read_snapshot(db_path)
-    weights, agreement_record = rater_weights(db_path, options)
+    weights, agreement_record = _rater_weights(db_path, options)
     builder = samples.build_samples(snapshot, stages, sample_options, _crisis_instruction(), weights)
     if not builder.has_feedback():
         raise ExportError("数据库中没有可导出的评分、点赞或比较记录，未写入任何文件 / no ratings, thumbs or "

@@ -15,7 +15,7 @@ Rules (issue 4):
   length is recorded, and a blocked reply contributes its original (unsafe) text, only ever as a
   negative example.
 - Several raters: latest rating per (reply, rater), aggregated by mean or majority of `overall`;
-  raters whose agreement is low can be left out or down-weighted (`rater_weights`, from train.export).
+  raters whose agreement is low can be left out or down-weighted (`rater_weights`, from train.rater_policy).
 - DPO: comparisons (ties, "both bad" and conflicting votes give no pair), rewrites (rewrite over the
   reply), scores (alternatives of one turn whose aggregate gap >= margin).
 - KTO: every rated reply, label = aggregate >= threshold, or the net thumb when no overall score.
