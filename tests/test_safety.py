@@ -167,6 +167,22 @@ def test_prefilter_never_changes_results(rules: RuleSet) -> None:
         rules.prefilter = True
 
 
+def test_prefilter_windows_never_change_results_on_long_texts(rules: RuleSet) -> None:
+    """Long texts take the windowed path (mvp/safety/scan.py): the same detections as full scans."""
+    texts = [r["text"] for r in _labelled()]
+    longs = ["。".join(texts[i:i + 60]) for i in range(0, len(texts) - 60, 60)]     # ~900 chars, many crises
+    longs += ["，".join(texts[i::7])[:4000] for i in range(7)]                        # up to 4,000 chars
+    longs += ["今天天气不错，我们去公园散步了。" * 40 + "我真的不想活了", "想死" * 2000]
+    assert all(len(t) >= 400 for t in longs)
+    fast = [rules.detect(t) for t in longs]
+    assert sum(d.is_crisis for d in fast) >= len(longs) // 2
+    rules.prefilter = False
+    try:
+        assert [rules.detect(t) for t in longs] == fast
+    finally:
+        rules.prefilter = True
+
+
 # --- rules file validation -------------------------------------------------------------------------
 
 def _rules_data() -> dict:

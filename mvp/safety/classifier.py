@@ -145,6 +145,13 @@ class Classifier:
         ids = np.fromiter(self.vocab.values(), dtype=np.int64, count=len(self.vocab))
         order = np.argsort(keys)
         self._keys, self._ids = keys[order], ids[order]
+        self.coef = np.ascontiguousarray(self.coef)    # rows gathered per n-gram found
+        unigrams = {g: i for g, i in self.vocab.items() if len(g) == 1}
+        self._uni = np.full(max(map(ord, unigrams), default=0) + 2, -1, dtype=np.int64)   # last slot: none
+        self._uni[[ord(g) for g in unigrams]] = list(unigrams.values())
+        # min_df vocabularies are closed under sub-n-grams (a document with abc has ab and bc): then an
+        # n-gram is looked up only where both of its (n-1)-grams were found
+        self._closed = all(g[:-1] in self.vocab and g[1:] in self.vocab for g in self.vocab if len(g) > 1)
 
     def _window_scores(self, parts: list[str]) -> np.ndarray:
         """Probabilities (windows x categories), all windows at once (vectorised n-gram lookup)."""
@@ -154,19 +161,31 @@ class Classifier:
         win = np.searchsorted(bounds, np.arange(len(codes)), side="right")
         rows, cols = [], []
         lo, hi = NGRAMS
-        for n in range(lo, hi + 1):
+        found = None                                         # where the (n-1)-grams were found
+        for n in range(1, hi + 1):
             if len(codes) < n:
-                continue
+                break
             m = len(codes) - n + 1
-            key = np.zeros(m, dtype=np.int64)
-            for k in range(n):
-                key = key * _BASE + codes[k:k + m] + 1
-            same = win[:m] == win[n - 1:n - 1 + m]           # n-grams never cross a window boundary
-            pos = np.searchsorted(self._keys, key)
-            pos[pos >= len(self._keys)] = 0
-            hit = same & (self._keys[pos] == key)
-            rows.append(win[:m][hit])
-            cols.append(self._ids[pos[hit]])
+            if n == 1:
+                ids = self._uni[np.minimum(codes, len(self._uni) - 1)]
+                hit = ids >= 0
+                at, got = np.flatnonzero(hit), ids[hit]
+            else:
+                same = win[:m] == win[n - 1:n - 1 + m]       # n-grams never cross a window boundary
+                at = np.flatnonzero(same & found[:m] & found[1:m + 1] if self._closed else same)
+                key = np.zeros(len(at), dtype=np.int64)
+                for k in range(n):
+                    key = key * _BASE + codes[at + k] + 1
+                pos = np.searchsorted(self._keys, key)
+                pos[pos >= len(self._keys)] = 0
+                ok = self._keys[pos] == key
+                at, got = at[ok], self._ids[pos[ok]]
+                hit = np.zeros(m, dtype=bool)
+                hit[at] = True
+            found = hit
+            if n >= lo:
+                rows.append(win[at])
+                cols.append(got)
         z = np.tile(self.intercept, (len(parts), 1))
         if rows and sum(len(r) for r in rows):
             r, c = np.concatenate(rows), np.concatenate(cols)
@@ -175,9 +194,8 @@ class Classifier:
             w = (1.0 + np.log(counts)) * self.idf[c]
             norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)) + self.shrink)
             w = w / norm[r]
-            contrib = self.coef[c] * w[:, None]
-            for j in range(len(self.categories)):
-                z[:, j] += np.bincount(r, weights=contrib[:, j], minlength=len(parts))
+            starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])    # r is sorted: one run per window
+            z[r[starts]] += np.add.reduceat(self.coef[c] * w[:, None], starts, axis=0)
         return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities(self, text: str) -> np.ndarray:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +56,7 @@ from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them 
     required_chars,
 )
 from mvp.safety.resources import CrisisResources, Resource, load_resources  # noqa: F401 - older imports
+from mvp.safety.scan import TriggerIndex, window_matches
 from mvp.safety.screen import MAX_EVIDENCE, MAX_EVIDENCE_SPAN, ReplyScreen, original_span, screen_text
 
 MASK = "\x00"
@@ -151,6 +151,9 @@ MAX_WINDOWED_WIDTH = 120          # patterns that can match more than this are a
 WINDOW_MARGIN = 16
 
 
+_PREPARED: list = [None]       # (text, (idioms, prefilter), prepared): see RuleSet._prepare_full
+
+
 def _mask(m: re.Match) -> str:
     return MASK * (m.end() - m.start())
 
@@ -179,7 +182,7 @@ class RuleSet:
         self._idioms = idioms
         self._sup = suppression
         self._screening = screening
-        self._last: tuple[str, tuple] | None = None
+        self._index: TriggerIndex | None = None
         self._idiom_trigger = required_chars(idioms) if idioms is not None else None
         _register(info)
 
@@ -194,28 +197,40 @@ class RuleSet:
         norm, index, _ = self._prepare_full(text)
         return norm, index
 
-    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, dict[str, list[int]] | None]:
-        last = self._last                 # one-entry cache: the rules and the classifier see the same text
-        if last is not None and last[0] is text and last[2] == self.prefilter:
-            return last[1]
+    def _trigger_index(self) -> TriggerIndex:
+        if self._index is None:
+            parts = [(self._idioms, self._idiom_trigger)] if self._idioms is not None else []
+            parts += [part for rule in self.rules for part in rule.parts]
+            self._index = TriggerIndex([(rx, trig, _max_width(rx)) for rx, trig in parts], WINDOW_MARGIN,
+                                       MAX_WINDOWED_WIDTH)
+        return self._index
+
+    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, list | None]:
+        """(normalised text with idioms masked, index map, per-pattern windows in a long text or None).
+
+        One entry is cached for the whole process, keyed on the text object, the idioms and the
+        prefilter switch: the rules and the classifier (which masks the default idioms) share it."""
+        key = (self._idioms.pattern if self._idioms is not None else None, self.prefilter)
+        last = _PREPARED[0]
+        if last is not None and last[0] is text and last[1] == key:
+            return last[2]
         norm, index = normalise(text)
-        charpos: dict[str, list[int]] | None = None
-        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:       # positions of every character, once
-            charpos = {}
-            for i, ch in enumerate(norm):
-                charpos.setdefault(ch, []).append(i)
+        plan = None
+        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:      # trigger windows of every pattern, once
+            plan = self._trigger_index().windows(norm)
         if self._idioms is not None:
-            if charpos is None:
+            if plan is None:
                 norm = self._idioms.sub(_mask, norm)      # one scan; returns norm itself when nothing matches
             else:
-                spans = [m.span() for m in self._spans(norm, self._idioms, self._idiom_trigger, charpos)]
+                spans = [m.span() for m in window_matches(self._idioms, norm, plan[0], WINDOW_MARGIN)]
+                plan = plan[1:]
                 if spans:
                     chars = list(norm)
                     for a, b in spans:
                         chars[a:b] = MASK * (b - a)
                     norm = "".join(chars)
-        self._last = (text, (norm, index, charpos), self.prefilter)
-        return norm, index, charpos
+        _PREPARED[0] = (text, key, (norm, index, plan))
+        return norm, index, plan
 
     def negated(self, text: str, start: int, end: int) -> bool:
         """A negation cue bound to the match before it, right after it, or a correction after it."""
@@ -239,44 +254,17 @@ class RuleSet:
         next_start = cut.end() if cut.group() in "，、" else cut.start()
         return bool(sup.correction.match(text[next_start:next_start + 2 * sup.post_window]))
 
-    def _spans(self, norm: str, regex: re.Pattern, trigger: frozenset[str] | None,
-               charpos: dict[str, list[int]] | None) -> Iterator[re.Match]:
-        """Matches of `regex`; in a long text only around its trigger characters (same matches, faster)."""
-        width = _max_width(regex)
-        if charpos is None or trigger is None or width > MAX_WINDOWED_WIDTH:
-            yield from regex.finditer(norm)
-            return
-        lists = [charpos[c] for c in trigger if c in charpos]
-        positions = sorted(itertools.chain.from_iterable(lists)) if len(lists) > 1 else (lists[0] if lists else [])
-        if len(positions) * 2 * (width + WINDOW_MARGIN) >= len(norm):    # dense: one scan is cheaper
-            yield from regex.finditer(norm)
-            return
-        lo = hi = -1
-        seen: set[tuple[int, int]] = set()
-        for p in (*positions, None):
-            if p is not None and p - width <= hi:          # extend the current window
-                hi = p + width + WINDOW_MARGIN
-                continue
-            if hi >= 0:
-                end = min(len(norm), hi)
-                for m in regex.finditer(norm, max(0, lo), end):
-                    # a match ending inside the margin may be an artefact of endpos ($, lookaheads)
-                    if (m.end() <= end - WINDOW_MARGIN or end == len(norm)) and m.span() not in seen:
-                        seen.add(m.span())
-                        yield m
-            if p is None:
-                return
-            lo, hi = p - width, p + width + WINDOW_MARGIN
-
-    def _matches(self, norm: str, charpos: dict[str, list[int]] | None) -> Iterator[tuple[_Rule, re.Match]]:
+    def _matches(self, norm: str, plan: list | None) -> Iterator[tuple[_Rule, re.Match]]:
         chars = set(norm) if self.prefilter else None
         sentences = _Sentences(norm, self._sup)
+        base = 0                                   # index of the rule's first part in `plan`
         for rule in self.rules:
             kept = 0
-            for regex, trigger in rule.parts:
+            base += len(rule.parts)
+            for j, (regex, trigger) in enumerate(rule.parts, base - len(rule.parts)):
                 if chars is not None and trigger is not None and chars.isdisjoint(trigger):
                     continue
-                for m in self._spans(norm, regex, trigger, charpos):
+                for m in window_matches(regex, norm, plan[j] if plan is not None else None, WINDOW_MARGIN):
                     if m.end() == m.start():
                         continue
                     if rule.negatable and self.negated(norm, m.start(), m.end()):
@@ -294,10 +282,10 @@ class RuleSet:
         """Rule-layer detection for one client message."""
         if not isinstance(text, str):
             raise TypeError(f"detect() needs a str, got {type(text).__name__}")
-        norm, index, charpos = self._prepare_full(text)
+        norm, index, plan = self._prepare_full(text)
         found: set[str] = set()
         hits: list[tuple[int, int, int, _Rule]] = []
-        for n, (rule, m) in enumerate(self._matches(norm, charpos)):
+        for n, (rule, m) in enumerate(self._matches(norm, plan)):
             found.update((rule.category, *rule.also))
             hits.append((m.start(), -m.end(), n, rule))
         evidence: list[str] = []
