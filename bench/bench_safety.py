@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" exploration flagged {r['exploration_flagged']}" if r.get("exploration_flagged") else ""))
     for corpus, d in result["false_alarms_heldout_dialogues"].items():
         print(f"held-out {corpus} turns ({d['turns']}): flagged rules {d['rules']}, classifier {d['classifier']}, "
-              f"combined {d['combined']} ({d['combined_rate']:.2%}; classifier-only {d['classifier_only']}); "
+              f"combined {d['combined']} ({d['combined_rate']:.2%}; classifier-only {d['classifier_only']}; "
+              f"with earlier turns as context {d['combined_context']}, {d['combined_context_rate']:.2%}); "
               f"clean turns {d['clean_turns']}: flagged {d['clean_flagged']} ({d['clean_rate']:.2%})")
     fl = result["fresh_lists"]
     print(f"fresh lists: everyday flagged {fl['everyday_flagged']}/{fl['everyday']}, reported false alarms flagged "

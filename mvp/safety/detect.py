@@ -14,6 +14,10 @@ Layers, combined as a union (no layer can hide what another found):
   3. optionally `model_check` through the serving engine (mvp/safety/model_check.py).
 `detect(text)` runs 1 and 2 and never raises for a str: an error inside a layer gives a Detection
 with `review=True` (flag for a reviewer and show the resources), never a bare error to the client.
+`detect(text, context=earlier_client_turns)`: after a risk turn in the same conversation a borderline
+classifier score is enough (东西我都准备好了 after 我不想活了); past ideation stated as over is left to the
+classifier (以前想过自杀，现在不会了 is still flagged for a counsellor's look; the rules drop it), and
+other people's wishes (我朋友说他想死) are flagged: a counsellor wants to hear about a friend at risk.
 
 How the rule layer decides (`RuleSet.detect`):
   1. Normalise (mvp/safety/normalise.py): traditional -> simplified, full width, separators inside
@@ -28,7 +32,8 @@ How the rule layer decides (`RuleSet.detect`):
        - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it.
   4. Any kept match raises its category and the categories in the rule's `also`.
 Every step is linear in the message length: sentence facts are computed once per sentence and
-each rule keeps at most MAX_EVIDENCE matches.
+each rule keeps at most MAX_EVIDENCE matches; from WINDOWED_MIN_CHARS on, each pattern runs only in
+windows around its trigger characters (mvp/safety/scan.py: the same matches as a full scan).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them from mvp.safety
     CATEGORIES,
@@ -323,10 +328,29 @@ def combine(*detections: Detection | None) -> Detection:
     return Detection(ordered(cats), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE], any(d.review for d in present))
 
 
-def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> Detection:
+CONTEXT_TURNS = 3                 # earlier client turns of the conversation that `detect(context=...)` looks at
+RISK = ("suicide", "self_harm")
+
+
+def context_risk(context: Sequence[str | Detection], rules: RuleSet | None = None) -> bool:
+    """Whether any of the last CONTEXT_TURNS earlier client turns shows suicide / self-harm risk (a turn
+    is a str, checked by rules + classifier, or the Detection already made for it)."""
+    for turn in list(context)[-CONTEXT_TURNS:]:
+        found = turn if isinstance(turn, Detection) else detect(turn, rules)
+        if any(c in RISK for c in found.categories):
+            return True
+    return False
+
+
+def detect(text: str, rules: RuleSet | None = None, classifier: bool = True,
+           context: Sequence[str | Detection] = ()) -> Detection:
     """Layered detection: the rule layer and the learned classifier, as a union; fail safe on errors.
 
-    `rules` defaults to config/safety_rules.yaml; `classifier=False` runs the rules only.
+    `rules` defaults to config/safety_rules.yaml; `classifier=False` runs the rules only. `context`:
+    the earlier client turns of the same conversation, oldest first (str or their Detections); when
+    one of the last CONTEXT_TURNS showed suicide / self-harm risk, a borderline classifier score on
+    this message is enough (the lower context bars of mvp/safety/classifier.py), so 东西我都准备好了
+    after 我不想活了 is flagged while alone it is not. The rules never depend on context.
     """
     if not isinstance(text, str):
         raise TypeError(f"detect() needs a str, got {type(text).__name__}")
@@ -338,7 +362,8 @@ def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> 
     if classifier:
         try:
             from mvp.safety.classifier import default_classifier   # lazy: numpy only when used
-            layers.append(default_classifier().detect(text))
+            risky = bool(context) and context_risk(context, rules)
+            layers.append(default_classifier().detect(text, context_risk=risky))
         except Exception as exc:  # noqa: BLE001
             layers.append(fail_safe(exc))
     return combine(*layers)
