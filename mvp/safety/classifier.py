@@ -217,16 +217,18 @@ class Classifier:
 
     def detect(self, text: str, context_risk: bool = False):
         """Categories whose best window reaches its bar. `context_risk`: an earlier client turn of the
-        same conversation showed suicide / self-harm risk, so the lower context bars apply and a short
-        message (东西我都准备好了) is not held to SHORT_MESSAGE_MIN_P."""
+        same conversation showed suicide / self-harm risk, so the lower context bars apply, and a short
+        message (东西我都准备好了) needs the plain bar instead of SHORT_MESSAGE_MIN_P."""
         from mvp.safety.detect import Detection, ordered
         parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
         probs = self._window_scores(parts)
         best = probs.argmax(axis=0)
         bars = self.bars(context_risk)
         if sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS:
-            short = np.maximum(bars, SHORT_MESSAGE_MIN_P)
-            bars = np.where(context_risk & (bars < self.thresholds), bars, short)
+            # a short message carries little evidence: alone it needs SHORT_MESSAGE_MIN_P; after a risk
+            # turn (the evidence it lacks) it needs the plain bar, not the lower context one
+            lowered = context_risk & (bars < self.thresholds)
+            bars = np.where(lowered, self.thresholds, np.maximum(self.thresholds, SHORT_MESSAGE_MIN_P))
         cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= bars[j]})
         col = {c: j for j, c in enumerate(self.categories)}
         note = lambda j: " context" if probs[best[j], j] < self.thresholds[j] else ""  # noqa: E731
