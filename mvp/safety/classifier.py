@@ -223,17 +223,21 @@ class Classifier:
         parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
         probs = self._window_scores(parts)
         best = probs.argmax(axis=0)
+        short = sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS
+        top = probs[best, np.arange(len(self.categories))]
+        alone = top >= (np.maximum(self.thresholds, SHORT_MESSAGE_MIN_P) if short else self.thresholds)
         bars = self.bars(context_risk)
-        if sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS:
+        if short:
             # a short message carries little evidence: alone it needs SHORT_MESSAGE_MIN_P; after a risk
             # turn (the evidence it lacks) it needs the plain bar, not the lower context one
             lowered = context_risk & (bars < self.thresholds)
             bars = np.where(lowered, self.thresholds, np.maximum(self.thresholds, SHORT_MESSAGE_MIN_P))
-        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= bars[j]})
+        raised = (top >= bars) | alone
+        cats = ordered({c for j, c in enumerate(self.categories) if raised[j]})
         col = {c: j for j, c in enumerate(self.categories)}
-        note = lambda j: " context" if probs[best[j], j] < self.thresholds[j] else ""  # noqa: E731
-        return Detection(cats, tuple(f"classifier.{c}:{probs[best[col[c]], col[c]]:.2f}{note(col[c])} "
-                                     f"{parts[best[col[c]]][:24]}" for c in cats))
+        note = lambda j: "" if alone[j] else " context"  # noqa: E731 - raised only because of the context
+        return Detection(cats, tuple(f"classifier.{c}:{top[col[c]]:.2f}{note(col[c])} {parts[best[col[c]]][:24]}"
+                                     for c in cats))
 
     def summary(self) -> str:
         return (f"{len(self.vocab)} n-grams, categories {', '.join(self.categories)}, thresholds "
