@@ -29,7 +29,8 @@ How the rule layer decides (`RuleSet.detect`):
          an `immediate` negator right before it (不想死), or a `negation.after` cue in the same
          clause right after it (自杀这种念头我从来没有过); a rule may set `negation: false`;
        - in context: its sentence has a `context` cue (新闻, 小说, 教材 ...) and no `override` cue;
-       - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it.
+       - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it;
+         both within CUE_REACH characters of the match (a run-on message is not silenced by one cue).
   4. Any kept match raises its category and the categories in the rule's `also`.
 Every step is linear in the message length: sentence facts are computed once per sentence and
 each rule keeps at most MAX_EVIDENCE matches; from WINDOWED_MIN_CHARS on, each pattern runs only in
@@ -125,30 +126,42 @@ _CLAUSE_BREAK = re.compile(r"[，。！？；：、\n.…~]|但是|但|可是|�
 _SENTENCE_BREAK = re.compile(r"[。！？；\n…]")
 
 
+CUE_REACH = 80        # a context, past or resolved cue acts on matches of its sentence at most this far away
+
+
 class _Sentences:
-    """Sentence boundaries and per-sentence facts of one normalised text, each computed once."""
+    """Sentence boundaries and per-sentence facts of one normalised text, each computed once.
+
+    A cue binds within its sentence and within CUE_REACH characters: in a run-on message of a thousand
+    characters with no full stop, one 电影 or 以前 ... 现在好了 must not silence every other clause."""
 
     def __init__(self, text: str, sup) -> None:
         self.text, self.sup = text, sup
         self.ends = [m.start() for m in _SENTENCE_BREAK.finditer(text)]
-        self._facts: dict[int, tuple[bool, int, int]] = {}
+        self._facts: dict[int, tuple[list, list, list]] = {}
 
-    def facts(self, pos: int) -> tuple[bool, int, int]:
-        """(in context, end of the first past cue, start of the last resolved cue) for pos's sentence."""
+    def facts(self, pos: int) -> tuple[list, list, list]:
+        """(context cue spans, past cue ends, resolved cue starts) of pos's sentence (no context cue
+        counts when the sentence has an override cue)."""
         i = bisect.bisect_left(self.ends, pos)
         if i not in self._facts:
             s = self.ends[i - 1] + 1 if i else 0
             e = self.ends[i] if i < len(self.ends) else len(self.text)
             sup, text = self.sup, self.text
-            context = bool(sup.context.search(text, s, e)) and not (sup.override and sup.override.search(text, s, e))
-            past = sup.past.search(text, s, e)
+            context = [m.span() for m in sup.context.finditer(text, s, e)]
+            if context and sup.override and sup.override.search(text, s, e):
+                context = []
+            past = [m.end() for m in sup.past.finditer(text, s, e)]
             resolved = [m.start() for m in sup.resolved.finditer(text, s, e)]
-            self._facts[i] = (context, past.end() if past else -1, resolved[-1] if resolved else -1)
+            self._facts[i] = (context, past, resolved)
         return self._facts[i]
 
     def suppressed(self, start: int, end: int) -> bool:
-        context, past_end, resolved_start = self.facts(start)
-        return context or (0 <= past_end <= end and resolved_start >= end)
+        context, past, resolved = self.facts(start)
+        if any(a - CUE_REACH <= end and b + CUE_REACH >= start for a, b in context):
+            return True
+        return (any(start - CUE_REACH <= p <= end for p in past)
+                and any(end <= r <= end + CUE_REACH for r in resolved))
 
 
 WINDOWED_MIN_CHARS = 400          # from this length, patterns run only around their trigger characters
