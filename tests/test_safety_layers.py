@@ -348,3 +348,12 @@ def test_context_threshold_is_recall_first_and_never_above_the_plain_bar() -> No
     assert classifier.CONTEXT_RECALL == 0.98
     assert thresholds.context_threshold(points, 0.9) == 0.5
     assert thresholds.context_threshold(points, 0.3) == 0.3
+
+
+def test_windows_scored_together_equal_windows_scored_alone() -> None:
+    """The vectorised lookup keeps n-grams inside their window (none spans two windows)."""
+    model = classifier.default_classifier()
+    parts = classifier.windows(classifier.prepare("今天上班很忙，开了三个会。" * 30 + "我想死。" + "晚上吃了面条。" * 30))
+    together = model._window_scores(parts)
+    alone = np.array([model._window_scores([p])[0] for p in parts])
+    assert len(parts) > 5 and np.abs(together - alone).max() < 1e-12

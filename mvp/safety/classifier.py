@@ -164,9 +164,8 @@ class Classifier:
     def _window_scores(self, parts: list[str]) -> np.ndarray:
         """Probabilities (windows x categories), all windows at once (vectorised n-gram lookup)."""
         text = "".join(parts)
-        bounds = np.cumsum([len(p) for p in parts])
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        win = np.searchsorted(bounds, np.arange(len(codes)), side="right")
+        win = np.repeat(np.arange(len(parts)), [len(p) for p in parts])     # window of each character
         rows, cols = [], []
         lo, hi = NGRAMS
         found = None                                         # where the (n-1)-grams were found
