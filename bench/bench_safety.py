@@ -34,8 +34,8 @@ on the written held-out split (never trained or tuned on), PsySUICIDE test (neve
 on; 关于自杀的探索 apart) and the project's labelled set (seen). Reply screening: the written labelled
 replies tests/data/crisis_replies.jsonl.
 False alarms: the share of client turns flagged in the held-out slice of the bundled dialogues
-(30% of the dialogues by id hash; never trained or tuned on), per layer, and on its clean turns (no
-risk word, rules quiet). Fresh lists: tests/test_safety_everyday.py (everyday messages flagged,
+(30% of the dialogues by id hash; never trained or tuned on), per layer, on its clean turns (no
+risk word, rules quiet), and with each turn's earlier client turns as context (detect(context=...)). Fresh lists: tests/test_safety_everyday.py (everyday messages flagged,
 indirect crisis messages caught, by rules + classifier).
 """
 from __future__ import annotations
