@@ -25,16 +25,17 @@ are recorded in the issue report, not here.
 Timing: detection per message (absolute µs) against a baseline measured in the same run, the cost of a
 bare chat turn: copying the message string and `json.dumps` of a typical chat payload (system prompt,
 one earlier exchange, the new user message). Goal: under 1 ms per message.
-Long messages (issue 12): rules + classifier on 1,000 / 2,000 / 4,000 characters of client turns, median
-and p99 CPU ms (goal: p99 <= 5 ms at 4,000) and the 4,000 / 1,000 ratio (linear: about 4); repetitive
-input (想死 x 2000, 我被打 x 1333) that used to be quadratic.
+Long messages (issue 12): rules + classifier on 100 / 1,000 / 2,000 / 4,000 characters of client turns,
+median and p99 CPU ms over 200 rounds, each on a fresh copy of the text (goal: p99 <= 5 ms at 4,000),
+against the plain normalisation pass on the same text in the same run (ratio), and the 4,000 / 1,000
+ratio (linear: about 4); repetitive input (想死 x 2000, 我被打 x 1333) that used to be quadratic.
 Layers: recall / precision of suicide or self-harm risk for the rules, the classifier and their union
 on the written held-out split (never trained or tuned on), PsySUICIDE test (never trained or tuned
 on; 关于自杀的探索 apart) and the project's labelled set (seen). Reply screening: the written labelled
 replies tests/data/crisis_replies.jsonl.
 False alarms: the share of client turns flagged in the held-out slice of the bundled dialogues
-(30% of the dialogues by id hash; never trained or tuned on), per layer, and on its clean turns (no
-risk word, rules quiet). Fresh lists: tests/test_safety_everyday.py (everyday messages flagged,
+(30% of the dialogues by id hash; never trained or tuned on), per layer, on its clean turns (no
+risk word, rules quiet), and with each turn's earlier client turns as context (detect(context=...)). Fresh lists: tests/test_safety_everyday.py (everyday messages flagged,
 indirect crisis messages caught, by rules + classifier).
 """
 from __future__ import annotations
@@ -120,32 +121,40 @@ def corpus_turns() -> list[str]:
 
 
 def _cpu_ms(fn, text: str, rounds: int) -> list[float]:
-    fn(text)
+    """Sorted CPU ms of `fn` on a fresh copy of `text` each round (so no per-text cache can help)."""
+    fn((" " + text)[1:])
     out = []
     for _ in range(rounds):
+        fresh = (" " + text)[1:]
         start = time.process_time()
-        fn(text)
+        fn(fresh)
         out.append((time.process_time() - start) * 1000)
     return sorted(out)
 
 
+def _p99(times: list[float]) -> float:
+    return times[max(0, int(0.99 * len(times)) - 1)]
+
+
 def long_message_timing(rules: RuleSet, turns: list[str], rounds: int = 200) -> dict:
-    """Rules + classifier (safety.detect) on long messages; CPU time, so other processes count less."""
+    """Rules + classifier (safety.detect) on long messages; CPU time, so other processes count less.
+
+    Baseline, measured in the same run on the same text: the plain normalisation pass
+    (mvp.safety.normalise), which every message needs anyway; the ratio is detect / normalise."""
     joined = "".join(turns)
     detect = lambda t: safety.detect(t, rules=rules)  # noqa: E731
     by_length = {}
-    for n in (1000, 2000, 4000):
+    for n in (100, 1000, 2000, 4000):
         text = (joined * (1 + 4000 // max(1, len(joined))))[:n]
-        times = [t for t in _cpu_ms(lambda x: (setattr(rules, "_last", None), detect(x)), text, rounds)]
-        base = _cpu_ms(bare_chat_turn, text, rounds)
+        times = _cpu_ms(detect, text, rounds)
+        base = _cpu_ms(safety.normalise, text, rounds)
         med = statistics.median(times)
-        by_length[n] = {"median_ms": round(med, 2), "p99_ms": round(times[int(0.99 * len(times)) - 1], 2),
-                        "baseline_ms": round(statistics.median(base), 3),
+        by_length[n] = {"median_ms": round(med, 2), "p99_ms": round(_p99(times), 2),
+                        "baseline_normalise_ms": round(statistics.median(base), 3),
                         "ratio_to_baseline": round(med / max(1e-6, statistics.median(base)), 1)}
     repetitive = {}
     for label, text in (("想死x2000", "想死" * 2000), ("我被打x1333", "我被打" * 1333)):
-        repetitive[label] = round(statistics.median(_cpu_ms(lambda x: (setattr(rules, "_last", None), detect(x)),
-                                                            text, 20)), 2)
+        repetitive[label] = round(statistics.median(_cpu_ms(detect, text, 20)), 2)
     return {"by_length": by_length, "goal_p99_ms_at_4000": 5.0,
             "ratio_4000_to_1000": round(by_length[4000]["median_ms"] / by_length[1000]["median_ms"], 2),
             "repetitive_ms": repetitive}
@@ -211,9 +220,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Recall / precision and speed of the crisis rule layer.")
     parser.add_argument("--rules", type=Path, default=None, help="rules file (default: config/safety_rules.yaml)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results file (default: {DEFAULT_OUT})")
+    parser.add_argument("--timing-only", action="store_true", help="only the long-message timing (no files written)")
     args = parser.parse_args(argv)
 
     rules = RuleSet.load(args.rules)
+    if args.timing_only:
+        lm = long_message_timing(rules, corpus_turns())
+        for n, d in lm["by_length"].items():
+            print(f"{n} chars: median {d['median_ms']} ms, p99 {d['p99_ms']} ms (normalise {d['baseline_normalise_ms']} ms, "
+                  f"ratio {d['ratio_to_baseline']}x)")
+        print(f"linearity 4000/1000: {lm['ratio_4000_to_1000']}; repetitive: {lm['repetitive_ms']}")
+        return 0
     rows = load_labelled()
     texts = [r["text"] for r in rows]
     predictions = [rules.detect(t).categories for t in texts]
@@ -266,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     lm = result["long_messages"]
     for n, d in lm["by_length"].items():
         print(f"{n} chars: rules+classifier median {d['median_ms']} ms, p99 {d['p99_ms']} ms "
-              f"(baseline {d['baseline_ms']} ms, ratio {d['ratio_to_baseline']}x)")
+              f"(baseline normalise {d['baseline_normalise_ms']} ms, ratio {d['ratio_to_baseline']}x)")
     print(f"linearity 4000/1000: {lm['ratio_4000_to_1000']}; repetitive: {lm['repetitive_ms']}")
     for name, layers in result["layers"].items():
         for layer, r in layers.items():
@@ -274,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" exploration flagged {r['exploration_flagged']}" if r.get("exploration_flagged") else ""))
     for corpus, d in result["false_alarms_heldout_dialogues"].items():
         print(f"held-out {corpus} turns ({d['turns']}): flagged rules {d['rules']}, classifier {d['classifier']}, "
-              f"combined {d['combined']} ({d['combined_rate']:.2%}; classifier-only {d['classifier_only']}); "
+              f"combined {d['combined']} ({d['combined_rate']:.2%}; classifier-only {d['classifier_only']}; "
+              f"with earlier turns as context {d['combined_context']}, {d['combined_context_rate']:.2%}); "
               f"clean turns {d['clean_turns']}: flagged {d['clean_flagged']} ({d['clean_rate']:.2%})")
     fl = result["fresh_lists"]
     print(f"fresh lists: everyday flagged {fl['everyday_flagged']}/{fl['everyday']}, reported false alarms flagged "

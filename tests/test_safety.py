@@ -167,6 +167,31 @@ def test_prefilter_never_changes_results(rules: RuleSet) -> None:
         rules.prefilter = True
 
 
+def test_prefilter_windows_never_change_results_on_long_texts(rules: RuleSet) -> None:
+    """Long texts take the windowed path (mvp/safety/scan.py): the same detections as full scans."""
+    texts = [r["text"] for r in _labelled()]
+    longs = ["。".join(texts[i:i + 60]) for i in range(0, len(texts) - 60, 60)]     # ~900 chars, many crises
+    longs += ["，".join(texts[i::7])[:4000] for i in range(7)]                        # up to 4,000 chars
+    longs += ["今天天气不错，我们去公园散步了。" * 40 + "我真的不想活了", "想死" * 2000]
+    assert all(len(t) >= 400 for t in longs)
+    fast = [rules.detect(t) for t in longs]
+    assert sum(d.is_crisis for d in fast) >= len(longs) // 2
+    for text in longs:                             # every match of every pattern, windowed vs whole scans
+        norm, _, plan = rules._prepare_full(text)
+        assert plan is not None
+        spans = lambda p: sorted((r.id, m.span()) for r, m in rules._matches(norm, p))  # noqa: E731
+        assert spans(plan) == spans(None)
+    filler = "我最近打了很多电话找工作，想了很久，电脑死机了，心里很乱。"       # trigger characters, no crisis
+    for crisis in [r["text"] for r in _labelled() if r["categories"]][::9]:
+        alone = rules.detect(crisis).categories
+        assert rules.detect(filler * 30 + crisis).categories == alone, crisis   # found at the end of 800+ chars
+    rules.prefilter = False
+    try:
+        assert [rules.detect(t) for t in longs] == fast
+    finally:
+        rules.prefilter = True
+
+
 # --- rules file validation -------------------------------------------------------------------------
 
 def _rules_data() -> dict:
@@ -457,3 +482,12 @@ def test_model_prompt_is_built_from_the_rules_file() -> None:
     prompt = safety.model_check_prompt()
     for cat in CATEGORIES:
         assert f"{cat}：" in prompt
+
+
+def test_a_context_or_past_cue_binds_only_within_its_reach(rules: RuleSet) -> None:
+    """One 电影 / 以前…现在好了 in a run-on message must not silence a crisis far from it."""
+    assert not rules.detect("昨天看了一部电影，主角最后自杀了").is_crisis
+    assert not rules.detect("我以前想过自杀，现在已经好了").is_crisis
+    filler = "，上班很忙，开了三个会" * 12                                     # ~130 chars, no full stop
+    assert "suicide" in rules.detect("昨天看了一部电影" + filler + "，我真的不想活了").categories
+    assert "suicide" in rules.detect("以前" + filler + "，我真的不想活了" + filler + "，现在已经好了").categories

@@ -297,3 +297,63 @@ def test_bounded_model_check_never_blocks_or_raises() -> None:
     assert safety.model_check_bounded("他打我", Good(), params=object()).categories == ("abuse",)
     rules_det = safety.detect("我不想活了", classifier=False)
     assert safety.combine(rules_det, safety.model_check_bounded("x", Broken(), params=object())).categories == ("suicide",)
+
+
+# --- context: earlier client turns of the same conversation ---------------------------------------
+
+BORDERLINE = ("东西我都准备好了", "不用再担心我了", "嗯，都安排好了")
+
+
+def _borderline(text: str) -> bool:
+    """Scored between the context bar and the plain bar (and not matched by the rules)."""
+    model = classifier.default_classifier()
+    j = model.categories.index("suicide")
+    p = model.scores(text)["suicide"]
+    return model.bars(True)[j] <= p and not RuleSet.load().detect(text).is_crisis
+
+
+def test_context_bars_are_lower_only_for_risk() -> None:
+    model = classifier.default_classifier()
+    assert model.context_thresholds is not None
+    for j, c in enumerate(model.categories):
+        assert model.bars(True)[j] <= model.thresholds[j]
+        if c not in ("suicide", "self_harm"):
+            assert model.bars(True)[j] == model.thresholds[j]
+    assert model.bars(True)[model.categories.index("suicide")] < model.thresholds[model.categories.index("suicide")]
+
+
+def test_a_borderline_message_is_flagged_after_a_crisis_turn_but_not_alone() -> None:
+    texts = [t for t in BORDERLINE if _borderline(t)]
+    assert texts, "no borderline example left: pick messages between the context bar and the plain bar"
+    crisis = "我真的不想活了"
+    for text in texts:
+        assert not safety.detect(text).is_crisis
+        assert not safety.detect(text, context=["今天上班开了三个会", "晚上吃了面条"]).is_crisis
+        assert "suicide" in safety.detect(text, context=["今天上班开了三个会", crisis]).categories
+        assert "suicide" in safety.detect(text, context=[safety.detect(crisis)]).categories   # a Detection works too
+        assert any("context" in e for e in safety.detect(text, context=[crisis]).evidence)
+        # only the last CONTEXT_TURNS earlier turns count
+        old = [crisis] + ["今天上班开了三个会"] * safety.CONTEXT_TURNS
+        assert not safety.detect(text, context=old).is_crisis
+
+
+def test_context_never_removes_a_detection() -> None:
+    for text in ("我想死", "我已经把遗书写好了"):
+        assert safety.detect(text, context=["今天天气不错"]).categories == safety.detect(text).categories
+
+
+def test_context_threshold_is_recall_first_and_never_above_the_plain_bar() -> None:
+    from mvp.safety import thresholds
+    points = [{"t": t / 100, "recall": 1.0 - t / 2500} for t in range(20, 98)]   # recall >= 0.98 up to t = 0.50
+    assert classifier.CONTEXT_RECALL == 0.98
+    assert thresholds.context_threshold(points, 0.9) == 0.5
+    assert thresholds.context_threshold(points, 0.3) == 0.3
+
+
+def test_windows_scored_together_equal_windows_scored_alone() -> None:
+    """The vectorised lookup keeps n-grams inside their window (none spans two windows)."""
+    model = classifier.default_classifier()
+    parts = classifier.windows(classifier.prepare("今天上班很忙，开了三个会。" * 30 + "我想死。" + "晚上吃了面条。" * 30))
+    together = model._window_scores(parts)
+    alone = np.array([model._window_scores([p])[0] for p in parts])
+    assert len(parts) > 5 and np.abs(together - alone).max() < 1e-12

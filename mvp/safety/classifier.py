@@ -48,7 +48,7 @@ import numpy as np
 from mvp.paths import MODELS_DIR
 from mvp.safety.detect import MASK
 
-CLASSIFIER_VERSION = 1
+CLASSIFIER_VERSION = 2
 # MVP_SAFETY_MODEL moves the file (a read-only checkout, a shared models/ folder).
 DEFAULT_MODEL_PATH = Path(os.environ.get("MVP_SAFETY_MODEL") or MODELS_DIR / "safety" / "classifier.json.gz")
 NGRAMS = (1, 3)                  # n-gram lengths scanned at inference (and the reply model's)
@@ -65,6 +65,7 @@ F_BETA = 1.5                     # other categories: thresholds weight recall 1.
 TARGET_RECALL = 0.95             # data.RISK_CATEGORIES: union recall kept on out-of-fold predictions ...
 MIN_RECALL = 0.92                # ... and never below this (weak-negative or precision floor)
 PRECISION_FLOOR = 0.85           # union precision on the labelled tuning examples (out of fold)
+CONTEXT_RECALL = 0.98            # risk bar after a risk turn in the same conversation (thresholds.py)
 MAX_WEAK_FLAGGED = 0.005         # classifier-only flags on the weak negatives (out of fold), every category
 PROJECT_SOURCE = "crisis_labelled/"
 MIN_THRESHOLD = 0.2
@@ -108,9 +109,9 @@ def training_digest(seed: int) -> str:
     from mvp.safety.data import TRAINING_FILES
     from mvp.safety.rules import DEFAULT_RULES_PATH
     h = hashlib.sha256(f"v{CLASSIFIER_VERSION} seed{seed} {MESSAGE_NGRAMS} {MIN_DF} {MESSAGE_C} {SHRINK} {WEAK_WEIGHT} {F_BETA} "
-                       f"{TARGET_RECALL} {MIN_RECALL} {PRECISION_FLOOR} {MAX_WEAK_FLAGGED} {MIN_OTHER_THRESHOLD} {WINDOW_CHARS}".encode())
+                       f"{TARGET_RECALL} {MIN_RECALL} {PRECISION_FLOOR} {CONTEXT_RECALL} {MAX_WEAK_FLAGGED} {MIN_OTHER_THRESHOLD} {WINDOW_CHARS}".encode())
     here = Path(__file__).resolve().parent
-    code = (here / "classifier.py", here / "data.py", here / "normalise.py")
+    code = (here / "classifier.py", here / "thresholds.py", here / "data.py", here / "normalise.py")
     for path in (*TRAINING_FILES, DEFAULT_RULES_PATH, *code):   # thresholds depend on the rules (union)
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -139,34 +140,59 @@ class Classifier:
     thresholds: np.ndarray
     meta: dict
     shrink: float = 0.0              # see SHRINK (0: plain L2 normalisation, as scikit-learn's TfidfVectorizer)
+    context_thresholds: np.ndarray | None = None    # bars after a risk turn in the conversation (None: thresholds)
+
+    def bars(self, context_risk: bool = False) -> np.ndarray:
+        """The bar per category: plain, or (context_risk) the lower one used after a risk turn."""
+        if context_risk and self.context_thresholds is not None:
+            return np.minimum(self.thresholds, self.context_thresholds)
+        return self.thresholds
 
     def __post_init__(self) -> None:
         keys = np.array([_key(g) for g in self.vocab], dtype=np.int64)
         ids = np.fromiter(self.vocab.values(), dtype=np.int64, count=len(self.vocab))
         order = np.argsort(keys)
         self._keys, self._ids = keys[order], ids[order]
+        self.coef = np.ascontiguousarray(self.coef)    # rows gathered per n-gram found
+        unigrams = {g: i for g, i in self.vocab.items() if len(g) == 1}
+        self._uni = np.full(max(map(ord, unigrams), default=0) + 2, -1, dtype=np.int64)   # last slot: none
+        self._uni[[ord(g) for g in unigrams]] = list(unigrams.values())
+        # min_df vocabularies are closed under sub-n-grams (a document with abc has ab and bc): then an
+        # n-gram is looked up only where both of its (n-1)-grams were found
+        self._closed = all(g[:-1] in self.vocab and g[1:] in self.vocab for g in self.vocab if len(g) > 1)
 
     def _window_scores(self, parts: list[str]) -> np.ndarray:
         """Probabilities (windows x categories), all windows at once (vectorised n-gram lookup)."""
         text = "".join(parts)
-        bounds = np.cumsum([len(p) for p in parts])
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        win = np.searchsorted(bounds, np.arange(len(codes)), side="right")
+        win = np.repeat(np.arange(len(parts)), [len(p) for p in parts])     # window of each character
         rows, cols = [], []
         lo, hi = NGRAMS
-        for n in range(lo, hi + 1):
+        found = None                                         # where the (n-1)-grams were found
+        for n in range(1, hi + 1):
             if len(codes) < n:
-                continue
+                break
             m = len(codes) - n + 1
-            key = np.zeros(m, dtype=np.int64)
-            for k in range(n):
-                key = key * _BASE + codes[k:k + m] + 1
-            same = win[:m] == win[n - 1:n - 1 + m]           # n-grams never cross a window boundary
-            pos = np.searchsorted(self._keys, key)
-            pos[pos >= len(self._keys)] = 0
-            hit = same & (self._keys[pos] == key)
-            rows.append(win[:m][hit])
-            cols.append(self._ids[pos[hit]])
+            if n == 1:
+                ids = self._uni[np.minimum(codes, len(self._uni) - 1)]
+                hit = ids >= 0
+                at, got = np.flatnonzero(hit), ids[hit]
+            else:
+                same = win[:m] == win[n - 1:n - 1 + m]       # n-grams never cross a window boundary
+                at = np.flatnonzero(same & found[:m] & found[1:m + 1] if self._closed else same)
+                key = np.zeros(len(at), dtype=np.int64)
+                for k in range(n):
+                    key = key * _BASE + codes[at + k] + 1
+                pos = np.searchsorted(self._keys, key)
+                pos[pos >= len(self._keys)] = 0
+                ok = self._keys[pos] == key
+                at, got = at[ok], self._ids[pos[ok]]
+                hit = np.zeros(m, dtype=bool)
+                hit[at] = True
+            found = hit
+            if n >= lo:
+                rows.append(win[at])
+                cols.append(got)
         z = np.tile(self.intercept, (len(parts), 1))
         if rows and sum(len(r) for r in rows):
             r, c = np.concatenate(rows), np.concatenate(cols)
@@ -175,9 +201,8 @@ class Classifier:
             w = (1.0 + np.log(counts)) * self.idf[c]
             norm = np.sqrt(np.bincount(r, weights=w * w, minlength=len(parts)) + self.shrink)
             w = w / norm[r]
-            contrib = self.coef[c] * w[:, None]
-            for j in range(len(self.categories)):
-                z[:, j] += np.bincount(r, weights=contrib[:, j], minlength=len(parts))
+            starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])    # r is sorted: one run per window
+            z[r[starts]] += np.add.reduceat(self.coef[c] * w[:, None], starts, axis=0)
         return 1.0 / (1.0 + np.exp(-z))
 
     def probabilities(self, text: str) -> np.ndarray:
@@ -189,73 +214,33 @@ class Classifier:
         parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
         return dict(zip(self.categories, self._window_scores(parts).max(axis=0).tolist()))
 
-    def detect(self, text: str):
+    def detect(self, text: str, context_risk: bool = False):
+        """Categories whose best window reaches its bar. `context_risk`: an earlier client turn of the
+        same conversation showed suicide / self-harm risk, so the lower context bars apply, and a short
+        message (东西我都准备好了) needs the plain bar instead of SHORT_MESSAGE_MIN_P."""
         from mvp.safety.detect import Detection, ordered
         parts = [_SPACES.sub(" ", w) for w in windows(prepare(text))]
         probs = self._window_scores(parts)
         best = probs.argmax(axis=0)
-        bars = self.thresholds
-        if sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS:
-            bars = np.maximum(bars, SHORT_MESSAGE_MIN_P)
-        cats = ordered({c for j, c in enumerate(self.categories) if probs[best[j], j] >= bars[j]})
+        short = sum(len(p.replace(" ", "")) for p in parts) < SHORT_MESSAGE_CHARS
+        top = probs[best, np.arange(len(self.categories))]
+        alone = top >= (np.maximum(self.thresholds, SHORT_MESSAGE_MIN_P) if short else self.thresholds)
+        bars = self.bars(context_risk)
+        if short:
+            # a short message carries little evidence: alone it needs SHORT_MESSAGE_MIN_P; after a risk
+            # turn (the evidence it lacks) it needs the plain bar, not the lower context one
+            lowered = context_risk & (bars < self.thresholds)
+            bars = np.where(lowered, self.thresholds, np.maximum(self.thresholds, SHORT_MESSAGE_MIN_P))
+        raised = (top >= bars) | alone
+        cats = ordered({c for j, c in enumerate(self.categories) if raised[j]})
         col = {c: j for j, c in enumerate(self.categories)}
-        return Detection(cats, tuple(f"classifier.{c}:{probs[best[col[c]], col[c]]:.2f} {parts[best[col[c]]][:24]}"
+        note = lambda j: "" if alone[j] else " context"  # noqa: E731 - raised only because of the context
+        return Detection(cats, tuple(f"classifier.{c}:{top[col[c]]:.2f}{note(col[c])} {parts[best[col[c]]][:24]}"
                                      for c in cats))
 
     def summary(self) -> str:
         return (f"{len(self.vocab)} n-grams, categories {', '.join(self.categories)}, thresholds "
                 + ", ".join(f"{t:.2f}" for t in self.thresholds) + f", {self.meta.get('examples')} examples")
-
-
-_GRID = np.round(np.arange(MIN_THRESHOLD, 0.98, 0.01), 2)
-
-
-def _curve(y: np.ndarray, p: np.ndarray, rules: np.ndarray, weak: np.ndarray) -> list[dict]:
-    """Union figures at each threshold of _GRID: recall and precision on the labelled examples,
-    the share of weak negatives the classifier flags (the rules flag none of them, by construction)."""
-    lab = ~weak
-    out = []
-    for t in _GRID:
-        pred = (p >= t) | rules
-        tp = int(np.sum(pred & y & lab)); fp = int(np.sum(pred & ~y & lab)); fn = int(np.sum(~pred & y & lab))
-        out.append({"t": float(t), "recall": tp / (tp + fn) if tp + fn else 1.0,
-                    "precision": tp / (tp + fp) if tp + fp else 1.0,
-                    "weak_flagged": float(np.mean(p[weak] >= t)) if weak.any() else 0.0})
-    return out
-
-
-def _risk_threshold(curve: list[dict]) -> float:
-    """Suicide / self-harm: the highest threshold keeping union recall >= TARGET_RECALL (a miss is the
-    worst failure); raised, never past the point where recall falls under MIN_RECALL, until the weak
-    negatives flagged fall to MAX_WEAK_FLAGGED; raised further to reach PRECISION_FLOOR only when that
-    floor can be reached at a recall >= MIN_RECALL (recall is never given up for nothing)."""
-    keep = [c["t"] for c in curve if c["recall"] >= TARGET_RECALL]
-    t = max(keep) if keep else MIN_THRESHOLD
-    cap = max([c["t"] for c in curve if c["recall"] >= MIN_RECALL], default=t)
-    at = {c["t"]: c for c in curve}
-    if at[t]["weak_flagged"] > MAX_WEAK_FLAGGED:
-        t = min([c["t"] for c in curve if c["t"] >= t and c["weak_flagged"] <= MAX_WEAK_FLAGGED] + [max(t, cap)])
-    floor = [c["t"] for c in curve if c["t"] >= t and c["precision"] >= PRECISION_FLOOR
-             and c["weak_flagged"] <= MAX_WEAK_FLAGGED and c["recall"] >= MIN_RECALL]
-    return round(min(floor) if floor else t, 2)
-
-
-def _f_beta_threshold(curve: list[dict]) -> float:
-    """Other categories: the best union F-beta among thresholds flagging <= MAX_WEAK_FLAGGED weak negatives."""
-    best_t, best_f = 0.5, -1.0
-    for c in curve:
-        if c["weak_flagged"] > MAX_WEAK_FLAGGED or c["recall"] == 0 or c["t"] < MIN_OTHER_THRESHOLD:
-            continue
-        prec, rec = c["precision"], c["recall"]
-        f = (1 + F_BETA ** 2) * prec * rec / (F_BETA ** 2 * prec + rec)
-        if f > best_f + 1e-9:
-            best_t, best_f = c["t"], f
-    return round(best_t, 2)
-
-
-def _at(curve: list[dict], t: float) -> dict:
-    c = min(curve, key=lambda c: abs(c["t"] - t))
-    return {k: round(v, 4) for k, v in c.items()}
 
 
 def _features(vec, texts: list[str], shrink: float):
@@ -275,6 +260,7 @@ def train(seed: int = 0, examples=None, shrink: float | None = None, report: dic
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
+    from mvp.safety import thresholds as th
     from mvp.safety.data import RISK_CATEGORIES, WEAK_SOURCE, training_examples
     from mvp.safety.detect import _KNOWN, default_ruleset
 
@@ -292,7 +278,7 @@ def train(seed: int = 0, examples=None, shrink: float | None = None, report: dic
     tune = np.array([not e.source.startswith(PROJECT_SOURCE) for e in examples])
     if tune.sum() < 50:
         tune[:] = True
-    coefs, intercepts, thresholds = [], [], []
+    coefs, intercepts, thresholds, context = [], [], [], []
     for cat in categories:
         y = np.array([cat in e.categories for e in examples])
         model = LogisticRegression(C=MESSAGE_C, class_weight="balanced", solver="liblinear", random_state=seed,
@@ -301,12 +287,13 @@ def train(seed: int = 0, examples=None, shrink: float | None = None, report: dic
         for tr, te in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(X, y):
             oof[te] = model.fit(X[tr], y[tr], sample_weight=weight[tr]).predict_proba(X[te])[:, 1]
         ruled = np.array([cat in f for f in found])
-        curve = _curve(y[tune], oof[tune], ruled[tune], weak[tune])
-        t = (_risk_threshold if cat in RISK_CATEGORIES else _f_beta_threshold)(curve)
+        points = th.curve(y[tune], oof[tune], ruled[tune], weak[tune])
+        t = (th.risk_threshold if cat in RISK_CATEGORIES else th.f_beta_threshold)(points)
         thresholds.append(t)
+        context.append(th.context_threshold(points, t) if cat in RISK_CATEGORIES else t)
         if report is not None:
-            report[cat] = {"threshold": t, "oof_union": _at(curve, t), "positives": int(y.sum()),
-                           "oof": oof, "y": y, "ruled": ruled}
+            report[cat] = {"threshold": t, "context_threshold": context[-1], "oof_union": th.at(points, t),
+                           "positives": int(y.sum()), "oof": oof, "y": y, "ruled": ruled}
         model.fit(X, y, sample_weight=weight)
         coefs.append(model.coef_[0])
         intercepts.append(model.intercept_[0])
@@ -314,7 +301,7 @@ def train(seed: int = 0, examples=None, shrink: float | None = None, report: dic
     meta = {"version": CLASSIFIER_VERSION, "seed": seed, "digest": training_digest(seed), "examples": len(examples),
             "weak_negatives": int(weak.sum())}
     return Classifier(vocab, vec.idf_.copy(), np.array(coefs).T, np.array(intercepts), categories,
-                      np.array(thresholds), meta, float(shrink))
+                      np.array(thresholds), meta, float(shrink), np.array(context))
 
 
 def save(model: Classifier, path: Path = DEFAULT_MODEL_PATH) -> None:
@@ -322,7 +309,7 @@ def save(model: Classifier, path: Path = DEFAULT_MODEL_PATH) -> None:
     order = sorted(model.vocab, key=model.vocab.get)
     r = lambda a: [round(float(x), WEIGHT_DIGITS) for x in a]  # noqa: E731
     doc = {"_meta": model.meta, "shrink": model.shrink, "categories": list(model.categories), "thresholds": r(model.thresholds),
-           "intercept": r(model.intercept), "ngrams": order, "idf": r(model.idf),
+           "context_thresholds": r(model.bars(True)), "intercept": r(model.intercept), "ngrams": order, "idf": r(model.idf),
            "coef": [r(row) for row in model.coef.T]}
     raw = json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
     buf = io.BytesIO()
@@ -339,7 +326,8 @@ def load(path: Path = DEFAULT_MODEL_PATH) -> Classifier:
         doc = json.loads(f.read().decode("utf-8"))
     return Classifier({g: i for i, g in enumerate(doc["ngrams"])}, np.array(doc["idf"]),
                       np.array(doc["coef"]).T, np.array(doc["intercept"]), tuple(doc["categories"]),
-                      np.array(doc["thresholds"]), doc["_meta"], float(doc.get("shrink", 0.0)))
+                      np.array(doc["thresholds"]), doc["_meta"], float(doc.get("shrink", 0.0)),
+                      np.array(doc["context_thresholds"]) if "context_thresholds" in doc else None)
 
 
 def is_current(path: Path = DEFAULT_MODEL_PATH, seed: int = 0, digest: str | None = None) -> bool:

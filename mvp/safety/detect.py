@@ -14,6 +14,10 @@ Layers, combined as a union (no layer can hide what another found):
   3. optionally `model_check` through the serving engine (mvp/safety/model_check.py).
 `detect(text)` runs 1 and 2 and never raises for a str: an error inside a layer gives a Detection
 with `review=True` (flag for a reviewer and show the resources), never a bare error to the client.
+`detect(text, context=earlier_client_turns)`: after a risk turn in the same conversation a borderline
+classifier score is enough (东西我都准备好了 after 我不想活了); past ideation stated as over is left to the
+classifier (以前想过自杀，现在不会了 is still flagged for a counsellor's look; the rules drop it), and
+other people's wishes (我朋友说他想死) are flagged: a counsellor wants to hear about a friend at risk.
 
 How the rule layer decides (`RuleSet.detect`):
   1. Normalise (mvp/safety/normalise.py): traditional -> simplified, full width, separators inside
@@ -25,20 +29,21 @@ How the rule layer decides (`RuleSet.detect`):
          an `immediate` negator right before it (不想死), or a `negation.after` cue in the same
          clause right after it (自杀这种念头我从来没有过); a rule may set `negation: false`;
        - in context: its sentence has a `context` cue (新闻, 小说, 教材 ...) and no `override` cue;
-       - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it.
+       - past and resolved: a `resolution.past` cue before it and a `resolution.resolved` cue after it;
+         both within CUE_REACH characters of the match (a run-on message is not silenced by one cue).
   4. Any kept match raises its category and the categories in the rule's `also`.
 Every step is linear in the message length: sentence facts are computed once per sentence and
-each rule keeps at most MAX_EVIDENCE matches.
+each rule keeps at most MAX_EVIDENCE matches; from WINDOWED_MIN_CHARS on, each pattern runs only in
+windows around its trigger characters (mvp/safety/scan.py: the same matches as a full scan).
 """
 from __future__ import annotations
 
 import bisect
 import functools
-import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them from mvp.safety
     CATEGORIES,
@@ -57,6 +62,7 @@ from mvp.safety.rules import (  # noqa: F401 - re-exported: callers import them 
     required_chars,
 )
 from mvp.safety.resources import CrisisResources, Resource, load_resources  # noqa: F401 - older imports
+from mvp.safety.scan import TriggerIndex, window_matches
 from mvp.safety.screen import MAX_EVIDENCE, MAX_EVIDENCE_SPAN, ReplyScreen, original_span, screen_text
 
 MASK = "\x00"
@@ -120,35 +126,50 @@ _CLAUSE_BREAK = re.compile(r"[，。！？；：、\n.…~]|但是|但|可是|�
 _SENTENCE_BREAK = re.compile(r"[。！？；\n…]")
 
 
+CUE_REACH = 80        # a context, past or resolved cue acts on matches of its sentence at most this far away
+
+
 class _Sentences:
-    """Sentence boundaries and per-sentence facts of one normalised text, each computed once."""
+    """Sentence boundaries and per-sentence facts of one normalised text, each computed once.
+
+    A cue binds within its sentence and within CUE_REACH characters: in a run-on message of a thousand
+    characters with no full stop, one 电影 or 以前 ... 现在好了 must not silence every other clause."""
 
     def __init__(self, text: str, sup) -> None:
         self.text, self.sup = text, sup
         self.ends = [m.start() for m in _SENTENCE_BREAK.finditer(text)]
-        self._facts: dict[int, tuple[bool, int, int]] = {}
+        self._facts: dict[int, tuple[list, list, list]] = {}
 
-    def facts(self, pos: int) -> tuple[bool, int, int]:
-        """(in context, end of the first past cue, start of the last resolved cue) for pos's sentence."""
+    def facts(self, pos: int) -> tuple[list, list, list]:
+        """(context cue spans, past cue ends, resolved cue starts) of pos's sentence (no context cue
+        counts when the sentence has an override cue)."""
         i = bisect.bisect_left(self.ends, pos)
         if i not in self._facts:
             s = self.ends[i - 1] + 1 if i else 0
             e = self.ends[i] if i < len(self.ends) else len(self.text)
             sup, text = self.sup, self.text
-            context = bool(sup.context.search(text, s, e)) and not (sup.override and sup.override.search(text, s, e))
-            past = sup.past.search(text, s, e)
+            context = [m.span() for m in sup.context.finditer(text, s, e)]
+            if context and sup.override and sup.override.search(text, s, e):
+                context = []
+            past = [m.end() for m in sup.past.finditer(text, s, e)]
             resolved = [m.start() for m in sup.resolved.finditer(text, s, e)]
-            self._facts[i] = (context, past.end() if past else -1, resolved[-1] if resolved else -1)
+            self._facts[i] = (context, past, resolved)
         return self._facts[i]
 
     def suppressed(self, start: int, end: int) -> bool:
-        context, past_end, resolved_start = self.facts(start)
-        return context or (0 <= past_end <= end and resolved_start >= end)
+        context, past, resolved = self.facts(start)
+        if any(a - CUE_REACH <= end and b + CUE_REACH >= start for a, b in context):
+            return True
+        return (any(start - CUE_REACH <= p <= end for p in past)
+                and any(end <= r <= end + CUE_REACH for r in resolved))
 
 
 WINDOWED_MIN_CHARS = 400          # from this length, patterns run only around their trigger characters
 MAX_WINDOWED_WIDTH = 120          # patterns that can match more than this are always run on the whole text
 WINDOW_MARGIN = 16
+
+
+_PREPARED: list = [None]       # (text, (idioms, prefilter), prepared): see RuleSet._prepare_full
 
 
 def _mask(m: re.Match) -> str:
@@ -179,7 +200,7 @@ class RuleSet:
         self._idioms = idioms
         self._sup = suppression
         self._screening = screening
-        self._last: tuple[str, tuple] | None = None
+        self._index: TriggerIndex | None = None
         self._idiom_trigger = required_chars(idioms) if idioms is not None else None
         _register(info)
 
@@ -194,28 +215,40 @@ class RuleSet:
         norm, index, _ = self._prepare_full(text)
         return norm, index
 
-    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, dict[str, list[int]] | None]:
-        last = self._last                 # one-entry cache: the rules and the classifier see the same text
-        if last is not None and last[0] is text and last[2] == self.prefilter:
-            return last[1]
+    def _trigger_index(self) -> TriggerIndex:
+        if self._index is None:
+            parts = [(self._idioms, self._idiom_trigger)] if self._idioms is not None else []
+            parts += [part for rule in self.rules for part in rule.parts]
+            self._index = TriggerIndex([(rx, trig, _max_width(rx)) for rx, trig in parts], WINDOW_MARGIN,
+                                       MAX_WINDOWED_WIDTH)
+        return self._index
+
+    def _prepare_full(self, text: str) -> tuple[str, list[int] | None, list | None]:
+        """(normalised text with idioms masked, index map, per-pattern windows in a long text or None).
+
+        One entry is cached for the whole process, keyed on the text object, the idioms and the
+        prefilter switch: the rules and the classifier (which masks the default idioms) share it."""
+        key = (self._idioms.pattern if self._idioms is not None else None, self.prefilter)
+        last = _PREPARED[0]
+        if last is not None and last[0] is text and last[1] == key:
+            return last[2]
         norm, index = normalise(text)
-        charpos: dict[str, list[int]] | None = None
-        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:       # positions of every character, once
-            charpos = {}
-            for i, ch in enumerate(norm):
-                charpos.setdefault(ch, []).append(i)
+        plan = None
+        if self.prefilter and len(norm) >= WINDOWED_MIN_CHARS:      # trigger windows of every pattern, once
+            plan = self._trigger_index().windows(norm)
         if self._idioms is not None:
-            if charpos is None:
+            if plan is None:
                 norm = self._idioms.sub(_mask, norm)      # one scan; returns norm itself when nothing matches
             else:
-                spans = [m.span() for m in self._spans(norm, self._idioms, self._idiom_trigger, charpos)]
+                spans = [m.span() for m in window_matches(self._idioms, norm, plan[0], WINDOW_MARGIN)]
+                plan = plan[1:]
                 if spans:
                     chars = list(norm)
                     for a, b in spans:
                         chars[a:b] = MASK * (b - a)
                     norm = "".join(chars)
-        self._last = (text, (norm, index, charpos), self.prefilter)
-        return norm, index, charpos
+        _PREPARED[0] = (text, key, (norm, index, plan))
+        return norm, index, plan
 
     def negated(self, text: str, start: int, end: int) -> bool:
         """A negation cue bound to the match before it, right after it, or a correction after it."""
@@ -239,44 +272,17 @@ class RuleSet:
         next_start = cut.end() if cut.group() in "，、" else cut.start()
         return bool(sup.correction.match(text[next_start:next_start + 2 * sup.post_window]))
 
-    def _spans(self, norm: str, regex: re.Pattern, trigger: frozenset[str] | None,
-               charpos: dict[str, list[int]] | None) -> Iterator[re.Match]:
-        """Matches of `regex`; in a long text only around its trigger characters (same matches, faster)."""
-        width = _max_width(regex)
-        if charpos is None or trigger is None or width > MAX_WINDOWED_WIDTH:
-            yield from regex.finditer(norm)
-            return
-        lists = [charpos[c] for c in trigger if c in charpos]
-        positions = sorted(itertools.chain.from_iterable(lists)) if len(lists) > 1 else (lists[0] if lists else [])
-        if len(positions) * 2 * (width + WINDOW_MARGIN) >= len(norm):    # dense: one scan is cheaper
-            yield from regex.finditer(norm)
-            return
-        lo = hi = -1
-        seen: set[tuple[int, int]] = set()
-        for p in (*positions, None):
-            if p is not None and p - width <= hi:          # extend the current window
-                hi = p + width + WINDOW_MARGIN
-                continue
-            if hi >= 0:
-                end = min(len(norm), hi)
-                for m in regex.finditer(norm, max(0, lo), end):
-                    # a match ending inside the margin may be an artefact of endpos ($, lookaheads)
-                    if (m.end() <= end - WINDOW_MARGIN or end == len(norm)) and m.span() not in seen:
-                        seen.add(m.span())
-                        yield m
-            if p is None:
-                return
-            lo, hi = p - width, p + width + WINDOW_MARGIN
-
-    def _matches(self, norm: str, charpos: dict[str, list[int]] | None) -> Iterator[tuple[_Rule, re.Match]]:
+    def _matches(self, norm: str, plan: list | None) -> Iterator[tuple[_Rule, re.Match]]:
         chars = set(norm) if self.prefilter else None
         sentences = _Sentences(norm, self._sup)
+        base = 0                                   # index of the rule's first part in `plan`
         for rule in self.rules:
             kept = 0
-            for regex, trigger in rule.parts:
+            base += len(rule.parts)
+            for j, (regex, trigger) in enumerate(rule.parts, base - len(rule.parts)):
                 if chars is not None and trigger is not None and chars.isdisjoint(trigger):
                     continue
-                for m in self._spans(norm, regex, trigger, charpos):
+                for m in window_matches(regex, norm, plan[j] if plan is not None else None, WINDOW_MARGIN):
                     if m.end() == m.start():
                         continue
                     if rule.negatable and self.negated(norm, m.start(), m.end()):
@@ -294,10 +300,10 @@ class RuleSet:
         """Rule-layer detection for one client message."""
         if not isinstance(text, str):
             raise TypeError(f"detect() needs a str, got {type(text).__name__}")
-        norm, index, charpos = self._prepare_full(text)
+        norm, index, plan = self._prepare_full(text)
         found: set[str] = set()
         hits: list[tuple[int, int, int, _Rule]] = []
-        for n, (rule, m) in enumerate(self._matches(norm, charpos)):
+        for n, (rule, m) in enumerate(self._matches(norm, plan)):
             found.update((rule.category, *rule.also))
             hits.append((m.start(), -m.end(), n, rule))
         evidence: list[str] = []
@@ -335,10 +341,29 @@ def combine(*detections: Detection | None) -> Detection:
     return Detection(ordered(cats), tuple(dict.fromkeys(evidence))[:MAX_EVIDENCE], any(d.review for d in present))
 
 
-def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> Detection:
+CONTEXT_TURNS = 3                 # earlier client turns of the conversation that `detect(context=...)` looks at
+RISK = ("suicide", "self_harm")
+
+
+def context_risk(context: Sequence[str | Detection], rules: RuleSet | None = None) -> bool:
+    """Whether any of the last CONTEXT_TURNS earlier client turns shows suicide / self-harm risk (a turn
+    is a str, checked by rules + classifier, or the Detection already made for it)."""
+    for turn in list(context)[-CONTEXT_TURNS:]:
+        found = turn if isinstance(turn, Detection) else detect(turn, rules)
+        if any(c in RISK for c in found.categories):
+            return True
+    return False
+
+
+def detect(text: str, rules: RuleSet | None = None, classifier: bool = True,
+           context: Sequence[str | Detection] = ()) -> Detection:
     """Layered detection: the rule layer and the learned classifier, as a union; fail safe on errors.
 
-    `rules` defaults to config/safety_rules.yaml; `classifier=False` runs the rules only.
+    `rules` defaults to config/safety_rules.yaml; `classifier=False` runs the rules only. `context`:
+    the earlier client turns of the same conversation, oldest first (str or their Detections); when
+    one of the last CONTEXT_TURNS showed suicide / self-harm risk, a borderline classifier score on
+    this message is enough (the lower context bars of mvp/safety/classifier.py), so 东西我都准备好了
+    after 我不想活了 is flagged while alone it is not. The rules never depend on context.
     """
     if not isinstance(text, str):
         raise TypeError(f"detect() needs a str, got {type(text).__name__}")
@@ -350,7 +375,8 @@ def detect(text: str, rules: RuleSet | None = None, classifier: bool = True) -> 
     if classifier:
         try:
             from mvp.safety.classifier import default_classifier   # lazy: numpy only when used
-            layers.append(default_classifier().detect(text))
+            risky = bool(context) and context_risk(context, rules)
+            layers.append(default_classifier().detect(text, context_risk=risky))
         except Exception as exc:  # noqa: BLE001
             layers.append(fail_safe(exc))
     return combine(*layers)

@@ -115,28 +115,39 @@ def format_report(report: dict) -> str:
 
 
 def false_alarms(rules_path: Path | None = None, model_path: Path | None = None) -> dict:
-    """Flag rates per layer on the held-out slice of the bundled dialogues, per corpus."""
+    """Flag rates per layer on the held-out slice of the bundled dialogues, per corpus; `combined_context`
+    scores each turn with the earlier client turns of its dialogue as context (detect(context=...))."""
     from mvp.safety import classifier as clf
-    from mvp.safety.data import RISK_WORDS, corpus_turns
-    from mvp.safety.detect import RuleSet, combine, default_ruleset
+    from mvp.safety.data import RISK_WORDS, corpus_dialogues, is_heldout_dialogue
+    from mvp.safety.detect import CONTEXT_TURNS, RISK, RuleSet, combine, default_ruleset
 
     rules = RuleSet.load(rules_path) if rules_path else default_ruleset()
     model = clf.load(model_path) if model_path else clf.default_classifier()
     out: dict = {}
-    for corpus, text in corpus_turns(heldout=True):
-        r, c = rules.detect(text), model.detect(text)
-        u = combine(r, c)
-        d = out.setdefault(corpus, {"turns": 0, "rules": 0, "classifier": 0, "combined": 0,
-                                    "clean_turns": 0, "clean_flagged": 0})
-        d["turns"] += 1
-        d["rules"] += r.is_crisis
-        d["classifier"] += c.is_crisis
-        d["combined"] += u.is_crisis
-        if not RISK_WORDS.search(text) and not r.is_crisis:
-            d["clean_turns"] += 1
-            d["clean_flagged"] += u.is_crisis
+    for did, turns in corpus_dialogues():
+        if not is_heldout_dialogue(did):
+            continue
+        corpus = did.split("-")[0]
+        risky: list[bool] = []                     # per earlier turn: risk found (rules + classifier, alone)
+        for text in turns:
+            r, c = rules.detect(text), model.detect(text)
+            u = combine(r, c)
+            in_context = any(risky[-CONTEXT_TURNS:])
+            ctx = combine(r, model.detect(text, context_risk=True)) if in_context else u
+            risky.append(any(cat in RISK for cat in u.categories))
+            d = out.setdefault(corpus, {"turns": 0, "rules": 0, "classifier": 0, "combined": 0, "combined_context": 0,
+                                        "clean_turns": 0, "clean_flagged": 0})
+            d["turns"] += 1
+            d["rules"] += r.is_crisis
+            d["classifier"] += c.is_crisis
+            d["combined"] += u.is_crisis
+            d["combined_context"] += ctx.is_crisis
+            if not RISK_WORDS.search(text) and not r.is_crisis:
+                d["clean_turns"] += 1
+                d["clean_flagged"] += u.is_crisis
     for d in out.values():
         d["combined_rate"] = round(d["combined"] / d["turns"], 4)
+        d["combined_context_rate"] = round(d["combined_context"] / d["turns"], 4)
         d["classifier_only"] = d["combined"] - d["rules"]
         d["clean_rate"] = round(d["clean_flagged"] / max(1, d["clean_turns"]), 4)
     return out
