@@ -130,3 +130,20 @@ def test_messages_from_the_issue_are_caught_by_the_service(tmp_path, text):
     list(service.send("wang", conv, text))
     assert store.list_flags(conversation_id=conv), text
     assert isinstance(service, Service)
+
+
+def test_a_borderline_message_right_after_a_crisis_turn_is_flagged_with_that_context(tmp_path):
+    """The service gives detection the earlier client turns: 东西我都准备好了 after 我真的不想活了 is a
+    crisis; the same words as a conversation's first message are not (the rules never use context)."""
+    service, store, _ = make_service(tmp_path, SAFE_REPLY)
+    after = service.new_conversation("wang")["id"]
+    list(service.send("wang", after, "我真的不想活了"))
+    list(service.send("wang", after, "东西我都准备好了"))
+    alone = service.new_conversation("wang")["id"]
+    list(service.send("wang", alone, "东西我都准备好了"))
+    flagged = {f["message_id"] for f in store.list_flags(conversation_id=after)}
+    second = [m for m in store.get_history(after) if m["role"] == "user"][1]
+    assert second["id"] in flagged
+    assert store.list_flags(conversation_id=alone) == []
+    assert service.client_context(after) == ["我真的不想活了", "东西我都准备好了"]
+    assert service.client_context(after, second["id"]) == ["我真的不想活了"]

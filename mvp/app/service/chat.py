@@ -82,11 +82,19 @@ class ChatMixin(ServiceBase):
         return result
 
     # -- chat ------------------------------------------------------------------------------------
-    def detect(self, text: str) -> safety.Detection:
-        """Every offline layer (rules + classifier), plus the model check when one is configured.
-        Never raises: a failed detection flags the message for review and shows the resources."""
+    def client_context(self, conversation_id: int, before_id: int | None = None) -> list[str]:
+        """The last earlier client turns (safety.CONTEXT_TURNS), oldest first: a borderline message
+        right after a crisis turn is judged with that turn in mind (``safety.detect(context=...)``)."""
+        turns = [m["content"] for m in self.store.get_history(conversation_id, include_notices=False)
+                 if m["role"] == "user" and (before_id is None or m["id"] < before_id)]
+        return turns[-safety.CONTEXT_TURNS:]
+
+    def detect(self, text: str, context: list[str] | None = None) -> safety.Detection:
+        """Every offline layer (rules + classifier, with the earlier client turns as context), plus the
+        model check when one is configured. Never raises: a failed detection flags the message for
+        review and shows the resources."""
         try:
-            detection = safety.detect(text, rules=self.rules)
+            detection = safety.detect(text, rules=self.rules, context=context or ())
         except Exception as exc:  # noqa: BLE001 - fail safe, never a bare internal error
             log.exception("crisis detection failed")
             return safety.fail_safe(exc)
@@ -122,7 +130,7 @@ class ChatMixin(ServiceBase):
             text = check_message(text)
             # Everything that can refuse the turn is checked before anything is written.
             stage = self.stages.get(stage_id) if stage_id else self.stages.get(conversation["stage_id"])
-            detection = self.detect(text)
+            detection = self.detect(text, self.client_context(conversation["id"]))
             screening = self.active_screening(conversation["id"])
             risk = self.risk(conversation["id"])
             if not screening:
@@ -155,7 +163,7 @@ class ChatMixin(ServiceBase):
         with self._one_generation(user["name"]):
             self._no_screening(conversation["id"])
             parent = self._last_user_message(conversation["id"])
-            detection = self.detect(parent["content"])
+            detection = self.detect(parent["content"], self.client_context(conversation["id"], parent["id"]))
             self._flag_again(conversation["id"], parent["id"], detection)
             yield from self._reply(conversation, parent["id"], params, detection)
 

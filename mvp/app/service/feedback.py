@@ -23,7 +23,7 @@ class FeedbackMixin(ServiceBase):
             raise ServiceError("演示账号不能比较回复")
         self._no_screening(conversation["id"])
         parent = self._last_user_message(conversation["id"])
-        detection = self.detect(parent["content"])
+        detection = self.detect(parent["content"], self.client_context(conversation["id"], parent["id"]))
         self._flag_again(conversation["id"], parent["id"], detection)
         versions: list[dict | None] = [None, None]
         if opponent_version_id not in (None, "", self.engines.primary_id):
