@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# test workers (pytest-xdist; each takes whole test files, so module fixtures such as a live app stay shared)
+TEST_JOBS ?= 2
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | cksum | cut -d' ' -f1)
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -30,7 +32,7 @@ run: demo-model safety-model
 	$(BIN)/python app.py $(ARGS)
 
 test: safety-model
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: demo-model safety-model
 	$(BIN)/python -m bench.run_all
