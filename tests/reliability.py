@@ -32,7 +32,9 @@ ENDPOINTS = ("/stages", "/new_conversation", "/chat", "/regenerate", "/stop", "/
              "/audit", "/delete_conversation", "/conversations", "/review_queue", "/abandon_screening",
              # mvp.app.ui.tasks.register_task_api
              "/my_tasks", "/next_task", "/submit_task", "/skip_task", "/create_batch", "/create_version_batch",
-             "/batches", "/batch_progress", "/agreement")
+             "/batches", "/batch_progress", "/agreement",
+             # session memory and stages (mvp.app.ui.api.register_api)
+             "/memory", "/correct_summary", "/answer_suggestion", "/new_session")
 TRACEBACK_MARKERS = ("Traceback", 'File "', "line ", "site-packages")
 INTERNAL_ERROR_PREFIX = "内部错误"  # mvp.app.ui.user_errors: an exception the service did not expect
 

@@ -211,3 +211,33 @@ def test_delete_conversation_removes_everything(app, wang):
     wang.predict(conversation_id=conv["id"], api_name="/delete_conversation")
     assert rows(app, "SELECT * FROM messages WHERE conversation_id = ?", (conv["id"],)) == []
     assert rows(app, "SELECT * FROM ratings WHERE message_id = ?", (reply["message_id"],)) == []
+
+
+def test_session_memory_and_stage_suggestion_over_the_api(app, wang):
+    """/memory, /correct_summary, /answer_suggestion and /new_session do over gradio_client what the
+    会谈摘要 panel and the stage banner do in the browser."""
+    conv = wang.predict(stage_id="intake", case_id="", api_name="/new_conversation")["id"]
+    view = wang.predict(conversation_id=conv, api_name="/memory")
+    assert view["summary"] is None and view["suggestion"] is None and view["session_no"] == 1
+    with pytest.raises(Exception, match="没有待处理的阶段建议"):
+        wang.predict(conversation_id=conv, accept=True, api_name="/answer_suggestion")
+    for i in range(12):  # intake's exit signal: min_client_turns (config/stages.yaml)
+        wang.predict(conversation_id=conv, message=f"第 {i + 1} 件事：最近睡不好，和家里人也常吵架。", stage_id="",
+                     api_name="/chat")
+        view = wang.predict(conversation_id=conv, api_name="/memory")
+        if view["suggestion"]:
+            break
+    assert view["suggestion"] and view["suggestion"]["to_stage"] == "assessment"
+    with pytest.raises(Exception, match="true 或 false"):
+        wang.predict(conversation_id=conv, accept="yes", api_name="/answer_suggestion")
+    accepted = wang.predict(conversation_id=conv, accept=True, api_name="/answer_suggestion")
+    assert accepted["stage_id"] == "assessment"
+    kinds = [r["kind"] for r in rows(app, "SELECT kind FROM stage_events WHERE conversation_id = ? ORDER BY id", (conv,))]
+    assert kinds[-2:] == ["suggested", "accepted"]
+    fixed = wang.predict(conversation_id=conv, text="主诉：失眠两个月，与母亲关系紧张。", api_name="/correct_summary")
+    assert fixed["author"] == "wang" and fixed["content"].startswith("主诉：失眠两个月")
+    assert wang.predict(conversation_id=conv, api_name="/memory")["summary"]["id"] == fixed["id"]
+    nxt = wang.predict(conversation_id=conv, api_name="/new_session")
+    assert nxt["session_no"] == 2 and nxt["stage_id"] == "assessment"
+    carried = wang.predict(conversation_id=nxt["id"], api_name="/memory")["summary"]
+    assert carried and "主诉：失眠两个月" in carried["content"]

@@ -174,6 +174,10 @@ ARGS = {
     "/batches": st.lists(nasty, max_size=2),
     "/batch_progress": st.tuples(ids("batch")),
     "/agreement": st.tuples(ids("batch")),
+    "/memory": st.tuples(conversation),
+    "/correct_summary": st.tuples(conversation, st.one_of(st.sampled_from(["主诉：失眠两个月。"]), strings, nasty)),
+    "/answer_suggestion": st.tuples(conversation, st.one_of(st.booleans(), nasty)),
+    "/new_session": st.tuples(ids("throwaway", "foreign_conv")),
 }
 ADMIN_ENDPOINTS = ("/flags", "/review_flag", "/audit", "/review_queue", "/create_batch", "/create_version_batch",
                    "/batches", "/batch_progress", "/agreement")
@@ -197,6 +201,10 @@ ACCEPTED_DELTAS = {
     "/agreement": NO_CHANGE,
     "/submit_task": {"ratings": {0, 1}, "thumbs": {0, 1}},  # and the task's status
     "/skip_task": {},  # an update only
+    "/memory": NO_CHANGE,
+    "/correct_summary": {"summaries": {1}},
+    "/answer_suggestion": {"stage_events": {1}},  # and the stage when accepted
+    "/new_session": {"conversations": {1}, "summaries": {0, 1}},
     "/create_batch": {"rating_batches": {1}, "rating_tasks": ANY_GROWTH},
     "/create_version_batch": {"conversations": ANY_GROWTH, "messages": ANY_GROWTH, "flags": ANY_GROWTH,
                               "rating_batches": {1}, "rating_tasks": ANY_GROWTH},
@@ -208,7 +216,7 @@ ACCEPTED_DELTAS = {
                              "assessments": lambda d: d <= 0, "assessment_items": lambda d: d <= 0},
 }
 READ_ONLY = ("/stages", "/history", "/flags", "/stop", "/screening", "/audit", "/conversations", "/review_queue",
-             "/my_tasks", "/next_task", "/batches", "/batch_progress", "/agreement")
+             "/my_tasks", "/next_task", "/batches", "/batch_progress", "/agreement", "/memory")
 
 # Hand-picked edge cases, always tried first (hypothesis' explicit phase), then MAX_EXAMPLES generated.
 C, R = Ref("conv"), Ref("reply")
@@ -261,6 +269,11 @@ EXPLICIT = {
     "/batches": [[None]],
     "/batch_progress": [[2**63], [math.nan], [Ref("batch")]],
     "/agreement": [[2**63], ["1"], [999_999], [Ref("batch")]],
+    "/memory": [[2**63], ["1"], [Ref("foreign_conv")], [C]],
+    "/correct_summary": [[C, ""], [C, "\ud800"], [C, "<script>alert(1)</script>主诉：失眠"], [C, Big("摘", 100_000)],
+                         [C, None], [C, ["主诉"]], [Ref("foreign_conv"), "主诉"], [C, "主诉：失眠\x00"], [C, "主诉：失眠两个月。"]],
+    "/answer_suggestion": [[C, "yes"], [C, 1], [C, None], [Ref("foreign_conv"), True], [2**63, False], [C, True]],
+    "/new_session": [[Ref("foreign_conv")], [2**63], ["1"], [None], [Ref("throwaway")]],
 }
 
 

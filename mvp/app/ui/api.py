@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from mvp.app.service import Service
+from mvp.app.service import Service, ServiceError
 
 from . import render
 from .common import throttled, user_errors, user_errors_stream, username
@@ -178,5 +178,29 @@ def register_api(service: Service, model_slots: int = 1) -> set[str]:
     def delete_conversation(conversation_id: int, request: gr.Request = None) -> dict:
         """Delete a conversation with its messages, ratings and comparisons (owner or admin)."""
         return service.delete_conversation(username(request), conversation_id)
+
+    # -- session memory and stages (mvp/app/service/memory.py) ----------------------------------------
+    @api
+    def memory(conversation_id: int, request: gr.Request = None) -> dict:
+        """The 会谈摘要 panel: latest summary (content, author, turns covered), risk line, where the
+        model's view starts (cut_message_id), the pending stage suggestion, case and session number."""
+        return service.memory_view(username(request), conversation_id)
+
+    @api
+    def correct_summary(conversation_id: int, text: str, request: gr.Request = None) -> dict:
+        """Store a clinician's correction of the session summary: what the model gets from the next turn."""
+        return service.correct_summary(username(request), conversation_id, text)
+
+    @api
+    def answer_suggestion(conversation_id: int, accept: bool, request: gr.Request = None) -> dict:
+        """Accept (the stage changes) or dismiss the pending stage suggestion; both are stored as events."""
+        if not isinstance(accept, bool):
+            raise ServiceError("accept 必须是 true 或 false")
+        return service.answer_suggestion(username(request), conversation_id, accept)
+
+    @api
+    def new_session(conversation_id: int, request: gr.Request = None) -> dict:
+        """Start the next session of this conversation's client case (last stage and summary carried over)."""
+        return service.new_session(username(request), conversation_id)
 
     return names
