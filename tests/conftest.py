@@ -37,3 +37,12 @@ def tiny_engine(tiny_loaded):
     from mvp.model.engine import Engine
 
     return Engine(tiny_loaded)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Debian Chromium shared by one test module (tests/browser_support.py)."""
+    from tests.browser_support import open_browser
+
+    with open_browser() as b:
+        yield b

@@ -1,24 +1,16 @@
 """A real headless Chromium (Debian's, driven by Playwright) logs in, chats in Chinese, rates,
 compares, and checks that HTML in a message stays inert. Saves screenshots to test-artifacts/."""
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from mvp.store import Store
+from tests.browser_support import ARGS, ARTIFACTS, BROWSER_MARKS, CHROMIUM  # noqa: F401 - also imported from here
 from tests.live_app import LiveApp, db_rows
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "browser-pass-123"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +22,6 @@ def app(tiny_model_dir, tmp_path_factory):
     live = LiveApp(tiny_model_dir, tmp / "feedback.db", tmp / "app.log")
     yield live
     live.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def rows(db, sql, params=()):

@@ -9,19 +9,15 @@ Screenshots: test-artifacts/day-*.png.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mvp.assessment.instruments import load_instruments
 from mvp.store import Store
 from tests.live_app import LiveApp, db_rows
-from tests.test_browser import ARGS, ARTIFACTS, CHROMIUM, PASSWORD, login, send, wait_idle
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS
+from tests.test_browser import PASSWORD, login, send, wait_idle
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 ANSWERS = ["几乎每天都这样，什么都不想做", "一半以上的天数都很低落", "完全不会，睡得挺好的", "有好几天觉得累",
            "几乎每天都吃不下饭", "完全不会这样想", "有好几天看书看不进去", "完全不会", "完全不会有这种念头"]
 CRISIS = "其实我已经写好遗书了，准备这周末结束自己的生命。"
@@ -40,16 +36,6 @@ def _answer(page, db, conv, text, question):
                        " WHERE a.conversation_id = ?", (conv,))[0]["n"] > n:
             break
         page.wait_for_timeout(250)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def test_a_clinician_day_across_a_restart(tiny_model_dir, tmp_path, browser):

@@ -7,19 +7,13 @@ after a few messages; the first turns are sent through the app's own API (gradio
 in the browser.
 """
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from mvp.store import Store
+from tests.browser_support import ARTIFACTS, BROWSER_MARKS, open_browser
 from tests.live_app import LiveApp, db_rows
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PASSWORD = "browser-pass-123"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CLIENT = [
     "最近两个月我一直情绪低落，做什么都提不起兴趣。",
     "晚上躺下要两三个小时才睡着，早上五点就醒了。",
@@ -30,10 +24,7 @@ CLIENT = [
 ]
 CORRECTION = "主诉：研二学生，情绪低落两个月，入睡困难、早醒。\n家庭：与母亲关系紧张。"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium is not installed (.ci/run installs it)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +50,6 @@ def wait_text(page, selector, text, timeout=30_000):
 
 def test_summary_panel_correction_cut_marker_and_accepted_stage_suggestion(app):
     from gradio_client import Client
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
     client = Client(app.url, auth=("wang", PASSWORD), verbose=False)
     conv = client.predict(stage_id="intake", case_id="", api_name="/new_conversation")["id"]
@@ -68,8 +57,7 @@ def test_summary_panel_correction_cut_marker_and_accepted_stage_suggestion(app):
         client.predict(conversation_id=conv, message=text, stage_id="", api_name="/chat")
     assert db_rows(app.db, "SELECT COUNT(*) AS n FROM summaries")[0]["n"] >= 1  # turns left the context
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with open_browser() as browser:
         page = browser.new_context(locale="zh-CN", viewport={"width": 1500, "height": 1200}).new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -127,5 +115,4 @@ def test_summary_panel_correction_cut_marker_and_accepted_stage_suggestion(app):
         assert "上次会谈（第 1 次）" in page.locator("#summary-text textarea").input_value()
         assert "评估与问题澄清" in page.locator("#stage input").input_value()
         page.screenshot(path=str(ARTIFACTS / "memory_new_session.png"), full_page=True)
-        browser.close()
     assert not errors, errors

@@ -49,13 +49,10 @@ def app(tiny_model_dir, tmp_path_factory):
 
 
 def test_dashboard_ranks_versions_with_intervals_and_versions_show_release_status(app):
-    from playwright.sync_api import sync_playwright
-
-    from tests.test_browser import ARGS
+    from tests.browser_support import open_browser
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with open_browser() as browser:
         page = browser.new_context(locale="zh-CN", viewport={"width": 1400, "height": 1000}).new_page()
         login(page, app.url, "boss")
         page.get_by_role("tab", name="数据看板").click()
@@ -77,4 +74,3 @@ def test_dashboard_ranks_versions_with_intervals_and_versions_show_release_statu
         versions = page.inner_text("#versions")
         assert "可服务" in versions and "困惑度" in versions
         page.screenshot(path=str(ARTIFACTS / "versions-release.png"), full_page=True)
-        browser.close()

@@ -7,7 +7,7 @@ from gradio_client import Client
 
 from mvp.store import Store
 from tests.live_app import LiveApp, db_rows
-from tests.test_browser import ARTIFACTS, CHROMIUM, PASSWORD, browser, login  # noqa: F401 - fixtures
+from tests.test_browser import ARTIFACTS, CHROMIUM, PASSWORD, login  # noqa: F401 - the browser fixture is in conftest
 
 pytestmark = [
     pytest.mark.browser,

@@ -82,18 +82,15 @@ def test_no_streamed_update_over_the_api_shows_blocked_text(app):
 
 def test_the_browser_never_shows_blocked_text_while_it_streams(app):
     """A MutationObserver records every text the chat shows while the reply streams."""
-    import shutil
     from pathlib import Path
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
+    from tests.browser_support import CHROMIUM, open_browser
+    from tests.test_browser import send
+
+    if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARGS, send
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+    with open_browser() as browser:
         page = browser.new_context(locale="zh-CN").new_page()
         page.add_init_script("""
             window.__seen = [];
@@ -110,7 +107,6 @@ def test_the_browser_never_shows_blocked_text_while_it_streams(app):
         send(page, app.db, "最近晚上总是睡不着", 1)
         seen = page.evaluate("() => window.__seen")
         final = page.inner_text("#chatbot")
-        browser.close()
     assert any("睡不着真的很折磨人" in s for s in seen)  # the safe sentence was shown while streaming
     assert not [s for s in seen if "三十片" in s or "安眠药" in s]
     assert "三十片" not in final
