@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from typing import Any
 
 from mvp.model.loader import canonical_ref
 from train import evaluate, outputs, registry, release
+from train.lineage import find_parent, publish  # noqa: F401 - part of this module's API
 from train.config import (USER_ERRORS, ConfigError, DataError, check_model_choices, config_from_dict, log, parse_config,
                           suggest)
 
@@ -167,33 +167,6 @@ def export_options(cfg: PipelineConfig):
 # ---------------------------------------------------------------------------------------------
 
 
-def find_parent(store, cfg: PipelineConfig) -> dict | None:
-    """The parent model version: given by id, none, or (auto) the version being served: the one of the
-    same base that produced the newest reply, so round 2 trains on from what clinicians rated in round 1,
-    in the same run_dir or another. Before anything has replied: the newest in-process version of the
-    same base that this run_dir did not itself publish."""
-    if cfg.parent == "none":
-        return None
-    if cfg.parent != "auto":
-        from mvp.store import NotFoundError
-
-        try:
-            return store.get_model_version(int(cfg.parent))
-        except NotFoundError as exc:
-            raise ConfigError(f"parent: {exc}") from exc
-    base = canonical_ref(cfg.base_model)
-    served = store.last_served_version(base)
-    if served is not None:
-        return served
-    # Versions this run_dir published are not candidates here: rerunning an iteration must not stack
-    # on its own unserved output.
-    own = str((Path(cfg.run_dir) / "versions").resolve()) + "/"
-    same_base = [v for v in store.list_model_versions()
-                 if v["base_model"] == base and v["backend"] == "inprocess"
-                 and not (v.get("adapter") or "").startswith(own)]
-    return same_base[-1] if same_base else None
-
-
 def serving_quantization(cfg: PipelineConfig) -> str:
     from mvp.model.loader import resolve_device, resolve_quantization
 
@@ -239,19 +212,6 @@ def run_stage(name: str, stage_cfg, force: bool) -> tuple[Path, str]:
         return Path(stage_cfg.output_dir), "skipped"
     stage.run(stage_cfg)
     return Path(stage_cfg.output_dir), "ran"
-
-
-def publish(adapter_dir: Path, run_dir: Path) -> Path:
-    """Copy the final adapter to run_dir/versions/HASH (HASH of its inputs, so the same run = same folder)."""
-    digest = json.loads((adapter_dir / outputs.DONE_FILE).read_text(encoding="utf-8"))["inputs_hash"]
-    target = (run_dir / "versions" / digest[:16]).resolve()
-    if not (target / outputs.DONE_FILE).is_file():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns(outputs.TRAINER_WORK_SUBDIR))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    return target
 
 
 def _manifest_summary(manifest: dict, export_dir: Path) -> dict:

@@ -12,13 +12,13 @@ import gradio as gr
 
 from mvp.app.service import USER_ERRORS
 
-from .render import TOAST_TITLES
+from .page import TOAST_TITLES
 
 log = logging.getLogger("mvp.app")
 
 STREAM_INTERVAL_S = 0.05  # at most one streamed update per 50 ms: each update costs the server time
 INTERNAL_ERROR = "内部错误（{kind}），请重试或联系管理员"
-# Toast titles: passed to Gradio, and shown by render.CSS (Gradio 6.31 shows the English type instead).
+# Toast titles: passed to Gradio, and shown by page.CSS (Gradio 6.31 shows the English type instead).
 ERROR_TITLE, INFO_TITLE, WARNING_TITLE = TOAST_TITLES["error"], TOAST_TITLES["info"], TOAST_TITLES["warning"]
 
 

@@ -12,7 +12,7 @@ import gradio as gr
 from mvp.app.service import Service
 from mvp.counsel.cases import load_cases
 
-from . import render, tasks
+from . import page, render, tasks
 from .api import check_arguments, register_api
 from .handlers import SAME_MODEL, Handlers
 from .memory import MemoryPanel
@@ -185,7 +185,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         fill.click(h.on_fill, [case, case_pos], [msg, case_pos], **private)
         send_outputs = [chatbot, msg, conv_id, msg_ids, target, notice, compare_box, conv_info]
         for trigger in (send.click, msg.submit):  # a new message brings the chat back to its newest text
-            trigger(None, None, None, js=render.FOLLOW_CHAT_JS, **private)
+            trigger(None, None, None, js=page.FOLLOW_CHAT_JS, **private)
         send_event = send.click(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         submit_event = msg.submit(h.on_send, [msg, conv_id, stage], send_outputs, concurrency_id="model", concurrency_limit=model_slots, **private)
         for event in (send_event, submit_event):
@@ -197,7 +197,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         regen_event = regen.click(h.on_regen, [conv_id], [chatbot, msg_ids, target, notice], concurrency_id="model", concurrency_limit=model_slots, **private)
         stop.click(h.on_stop, [conv_id], None, concurrency_limit=None, **private)
         compare.click(h.on_compare, [conv_id, opponent], [cmp_state, text_a, text_b, compare_box], concurrency_id="model",
-                      concurrency_limit=model_slots, **private).success(None, js=render.SHOW_COMPARE_JS, **private)
+                      concurrency_limit=model_slots, **private).success(None, js=page.SHOW_COMPARE_JS, **private)
         for c, btn in choice_btns.items():
             btn.click(h.make_choose(c), [cmp_state, conv_id], [cmp_state, compare_box, chatbot, msg_ids, target, notice], **private)
         chatbot.like(h.on_like, [msg_ids], None, **private)
@@ -216,7 +216,7 @@ def build_ui(service: Service, model_info: dict) -> gr.Blocks:
         flags_table.select(h.on_flag_select, [queue_rows], [picked, picked_info], **private)
         review_btn.click(h.on_review, [picked, flag_note] + queue_inputs, queue_outputs + [flag_note], **private)
         flag_open_event = open_flag.click(h.on_flag_open, [picked], [tabs] + open_outputs + [focus_at], **private)
-        flag_open_event.success(None, [focus_at], None, js=render.FOCUS_MESSAGE_JS, **private)  # the chat opens AT the flagged message
+        flag_open_event.success(None, [focus_at], None, js=page.FOCUS_MESSAGE_JS, **private)  # the chat opens AT the flagged message
         regen_event.then(h.on_conversations, [conv_id], [conv_list], **private)
         mem.wire(conv_id=conv_id, stage=stage, conv_info=conv_info, open_outputs=open_outputs, private=private,
                  after=[send_event, submit_event, regen_event, new_event, clear_event, open_event, flag_open_event])
